@@ -1,0 +1,88 @@
+"""The ASGI application: routes, CORS, error envelopes, start-up and shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from tether.api.auth import Authenticator
+from tether.api.errors import http_error, tether_error, unexpected_error
+from tether.api.responses import EXPOSED_HEADERS
+from tether.api.routes import routes
+from tether.api.state import AppState
+from tether.config import Settings
+from tether.engine.turn import Engine
+from tether.errors import TetherError
+from tether.store import open_store
+from tether.store.base import Store
+from tether.upstream.client import HttpUpstream, Upstream
+
+REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Hermes-Session-Id",
+    "X-Tether-Conversation",
+    "X-Tether-History",
+    "X-Tether-Compaction",
+]
+
+
+def make_upstream(settings: Settings) -> Upstream | None:
+    if not settings.upstream_base_url:
+        return None
+    return HttpUpstream(
+        settings.upstream_base_url,
+        settings.upstream_api_key,
+        timeout=settings.upstream_timeout,
+        connect_timeout=settings.upstream_connect_timeout,
+        retries=settings.upstream_retries,
+        backoff=settings.upstream_backoff,
+    )
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, upstream: Upstream | None = None
+) -> Starlette:
+    """Build the app. `store` and `upstream` default to what `settings` describe."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = store or open_store(settings.database_url)
+        await db.open()
+        await db.migrate()
+        up = upstream if upstream is not None else make_upstream(settings)
+        engine = Engine(db, up, settings)
+        app.state.tether = AppState(settings, db, up, engine, Authenticator(db))
+        try:
+            yield
+        finally:
+            await engine.drain(timeout=30)
+            if up is not None:
+                await up.aclose()
+            await db.close()
+
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=REQUEST_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+        )
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            TetherError: tether_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )

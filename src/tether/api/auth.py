@@ -1,0 +1,58 @@
+"""`Authorization: Bearer <key>` → tenant. With no keys at all (allowed on loopback only) every
+caller is the `default` tenant."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from starlette.requests import Request
+
+from tether.errors import TetherError
+from tether.store.base import Store
+
+OPEN_TENANT = "default"
+KEY_PREFIX = "tk_"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Authenticator:
+    def __init__(self, store: Store, open_check_ttl: float = 2.0) -> None:
+        self.store = store
+        self._ttl = open_check_ttl
+        self._open: tuple[float, bool] = (0.0, False)
+
+    async def is_open(self) -> bool:
+        """True while no API key exists (cached for a moment)."""
+        checked, value = self._open
+        now = time.monotonic()
+        if now - checked > self._ttl:
+            value = await self.store.count_api_keys() == 0
+            self._open = (now, value)
+        return value
+
+    async def tenant(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        if header:
+            scheme, _, key = header.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise TetherError(401, "invalid_api_key", "use 'Authorization: Bearer <key>'")
+            tenant = await self.store.tenant_for_key(hash_key(key.strip()))
+            if tenant is not None:
+                return tenant
+            if not await self.is_open():
+                raise TetherError(401, "invalid_api_key", "the API key is not valid")
+            return OPEN_TENANT
+        if await self.is_open():
+            return OPEN_TENANT
+        raise TetherError(
+            401, "missing_api_key", "send your Tether key as 'Authorization: Bearer <key>'"
+        )

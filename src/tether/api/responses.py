@@ -1,0 +1,30 @@
+"""Response helpers: orjson bodies and the 'where it ran' headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+# Response headers browser clients must be able to read (CORS expose list).
+EXPOSED_HEADERS = [
+    "X-Hermes-Session-Id",
+    "X-Tether-Conversation",
+    "X-Tether-Turn",
+    "X-Tether-Epoch",
+    "Retry-After",
+]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def where_headers(conversation_id: str, turn_id: str, epoch: int) -> dict[str, str]:
+    return {
+        "X-Hermes-Session-Id": conversation_id,
+        "X-Tether-Conversation": conversation_id,
+        "X-Tether-Turn": turn_id,
+        "X-Tether-Epoch": str(epoch),
+    }

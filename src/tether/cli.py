@@ -1,0 +1,229 @@
+"""`tether serve | migrate | keys | conversations`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated, Any
+
+import structlog
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from tether import __version__
+from tether.api.app import create_app
+from tether.api.auth import OPEN_TENANT, hash_key, new_key
+from tether.config import Settings, load_settings
+from tether.store import open_store
+from tether.store.base import Store
+
+app = typer.Typer(
+    help="Tether: an OpenAI-compatible agent server whose conversations never lose the thread.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(
+    help="Manage API keys (each key belongs to one tenant).", no_args_is_help=True
+)
+conv_app = typer.Typer(help="Inspect stored conversations.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(conv_app, name="conversations")
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="TOML config file (keys as in TETHER_* env).")
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="sqlite:///path.db [env TETHER_DATABASE_URL]"),
+]
+
+
+def setup_logging(level: str) -> None:
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=lvl, format="%(message)s", stream=sys.stderr)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+async def _with_store(settings: Settings, fn: Any) -> Any:
+    store = open_store(settings.database_url)
+    await store.open()
+    try:
+        await store.migrate()
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _banner(settings: Settings, keys: int) -> None:
+    auth = f"on ({keys} key{'s' if keys != 1 else ''})" if keys else "OFF"
+    upstream = settings.upstream_base_url or "not configured (chat requests answer 503)"
+    err.print(f"[bold]Tether {__version__}[/bold]")
+    err.print(f"  listening  http://{settings.host}:{settings.port}")
+    err.print(f"  database   {settings.database_url}")
+    err.print(f"  upstream   {upstream}")
+    if settings.default_model:
+        err.print(f"  model      {settings.default_model}")
+    err.print(f"  auth       {auth}")
+    if not keys:
+        err.print(
+            "[bold yellow]WARNING: no API keys exist, so anyone who can reach this port can use "
+            "it. Create one with `tether keys create`.[/bold yellow]"
+        )
+    if not settings.upstream_base_url:
+        err.print(
+            "[yellow]Set TETHER_UPSTREAM_BASE_URL (and TETHER_UPSTREAM_API_KEY, "
+            "TETHER_DEFAULT_MODEL) to answer chat requests.[/yellow]"
+        )
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address [env TETHER_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env TETHER_PORT]")] = None,
+    database_url: DbOpt = None,
+    upstream_base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible upstream base URL [env TETHER_UPSTREAM_BASE_URL]"),
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None, typer.Option(help="Upstream API key [env TETHER_UPSTREAM_API_KEY]")
+    ] = None,
+    default_model: Annotated[
+        str | None, typer.Option(help="Model when a request names none [env TETHER_DEFAULT_MODEL]")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+) -> None:
+    """Run the server: migrate the database, print where it runs, serve until stopped."""
+    settings = load_settings(
+        config,
+        host=host,
+        port=port,
+        database_url=database_url,
+        upstream_base_url=upstream_base_url,
+        upstream_api_key=upstream_api_key,
+        default_model=default_model,
+        log_level=log_level,
+    )
+    setup_logging(settings.log_level)
+
+    async def prepare(store: Store) -> int:
+        return await store.count_api_keys()
+
+    try:
+        keys = asyncio.run(_with_store(settings, prepare))
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not keys and not settings.loopback_only:
+        err.print(
+            f"[red]error:[/red] refusing to listen on {settings.host} without API keys: "
+            "create one with `tether keys create` or bind to 127.0.0.1"
+        )
+        raise typer.Exit(2)
+    _banner(settings, keys)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Create or upgrade the database schema."""
+    settings = load_settings(config, database_url=database_url)
+
+    async def run(store: Store) -> None:
+        return None
+
+    asyncio.run(_with_store(settings, run))
+    err.print(f"database {settings.database_url} is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to")] = OPEN_TENANT,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Create an API key. The key is printed once, alone on the last line; only its hash is kept."""
+    settings = load_settings(config, database_url=database_url)
+    key = new_key()
+
+    async def run(store: Store) -> None:
+        await store.add_api_key(tenant, hash_key(key), key[:7])
+
+    asyncio.run(_with_store(settings, run))
+    print(f"created a key for tenant {tenant!r}; store it now, it is not shown again:")
+    print(key)
+
+
+@conv_app.command("list")
+def conversations_list(
+    tenant: Annotated[str, typer.Option(help="Tenant to list")] = OPEN_TENANT,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """List a tenant's conversations, most recently updated first."""
+    settings = load_settings(config, database_url=database_url)
+
+    async def run(store: Store) -> Any:
+        return await store.list_conversations(tenant, limit)
+
+    rows = asyncio.run(_with_store(settings, run))
+    table = Table("id", "title", "messages", "turns", "forked from")
+    for c in rows:
+        fork = f"{c.forked_from_id}@{c.forked_from_seq}" if c.forked_from_id else ""
+        table.add_row(c.id, c.title or "", str(c.last_seq), str(c.turn_count), fork)
+    Console().print(table)
+
+
+@conv_app.command("show")
+def conversations_show(
+    conversation_id: str,
+    tenant: Annotated[str, typer.Option(help="Tenant owning it")] = OPEN_TENANT,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Print a conversation's full transcript."""
+    settings = load_settings(config, database_url=database_url)
+
+    async def run(store: Store) -> Any:
+        conv = await store.resolve(tenant, conversation_id)
+        return None if conv is None else await store.load_messages(conv.pk)
+
+    messages = asyncio.run(_with_store(settings, run))
+    if messages is None:
+        err.print(f"no conversation {conversation_id!r} in tenant {tenant!r}")
+        raise typer.Exit(1)
+    for m in messages:
+        print(f"[{m.seq}] {m.role}: {m.content if m.content is not None else m.tool_calls}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

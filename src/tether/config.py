@@ -1,0 +1,75 @@
+"""Settings: one place for every default. Environment variables are ``TETHER_<NAME>``.
+
+Precedence (highest first): command-line flags, environment, the optional TOML config file
+(``--config`` or ``TETHER_CONFIG``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, description="Port to listen on.")
+    database_url: str = Field(
+        "sqlite:///./data/tether.db",
+        description="Where conversations live: sqlite:///path/to/file.db (embedded default).",
+    )
+    upstream_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible upstream, e.g. https://api.openai.com/v1 "
+        "or http://127.0.0.1:11434/v1 (Ollama).",
+    )
+    upstream_api_key: str | None = Field(None, description="API key sent to the upstream.")
+    default_model: str | None = Field(None, description="Model used when a request names none.")
+    upstream_timeout: float = Field(
+        120.0, description="Seconds to wait for the upstream to answer (per read)."
+    )
+    upstream_connect_timeout: float = Field(10.0, description="Seconds to connect upstream.")
+    upstream_retries: int = Field(
+        2, description="Retries on connect errors, 429 and 5xx, only before the first token."
+    )
+    upstream_backoff: float = Field(0.5, description="First retry delay in seconds (doubles).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest request body accepted.")
+    queue_timeout: float = Field(
+        30.0,
+        description="Seconds a request waits for its conversation's previous turn before "
+        "409 conversation_busy.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @property
+    def upstream_configured(self) -> bool:
+        return bool(self.upstream_base_url)
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults < config file < environment < explicit overrides."""
+    file_values: dict[str, Any] = {}
+    path = config_file or os.environ.get("TETHER_CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        file_values = {k.replace("-", "_"): v for k, v in raw.items()}
+    env_set = {name for name in Settings.model_fields if f"TETHER_{name.upper()}" in os.environ}
+    init = {k: v for k, v in file_values.items() if k not in env_set}
+    init.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**init)

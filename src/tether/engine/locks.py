@@ -1,0 +1,51 @@
+"""One turn at a time per conversation, in this process: FIFO queues with a bounded wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from tether.errors import TetherError
+
+
+class ConversationLocks:
+    def __init__(self, wait_timeout: float) -> None:
+        self.wait_timeout = wait_timeout
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(
+        self, tenant_id: str, conversation_id: str, timeout: float | None = None
+    ) -> AsyncIterator[None]:
+        """Wait (FIFO) for the conversation; 409 conversation_busy after the bounded wait."""
+        key = (tenant_id, conversation_id)
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            wait = self.wait_timeout if timeout is None else timeout
+            try:
+                await asyncio.wait_for(lock.acquire(), wait)
+            except TimeoutError:
+                raise TetherError(
+                    409,
+                    "conversation_busy",
+                    f"conversation {conversation_id!r} is busy with another turn; retry shortly",
+                    headers={"Retry-After": "1"},
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock_, users_ = self._locks[key]
+            if users_ <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock_, users_ - 1)
+
+    def busy(self, tenant_id: str, conversation_id: str) -> bool:
+        entry = self._locks.get((tenant_id, conversation_id))
+        return entry is not None and entry[0].locked()

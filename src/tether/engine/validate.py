@@ -1,0 +1,46 @@
+"""The one validator every message sequence passes before an upstream call and a commit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tether.errors import TetherError
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _fail(message: str, index: int) -> TetherError:
+    return TetherError(422, "invalid_message_sequence", message, param=f"messages[{index}]")
+
+
+def validate_sequence(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Tool pairing and role order: every `tool` message answers a call of the assistant
+    message just before its group, and every call is answered before anything else is said."""
+    pending: set[str] = set()
+    pending_from = -1
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if role not in ROLES:
+            raise _fail(f"unknown role {role!r}", i)
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if call_id not in pending:
+                raise _fail(
+                    f"tool result for {call_id!r} does not answer a pending tool call of the "
+                    "preceding assistant message",
+                    i,
+                )
+            pending.discard(call_id)
+            continue
+        if pending:
+            raise _fail(
+                f"assistant message {pending_from} made tool calls {sorted(pending)} that were "
+                "never answered: send a `tool` message for each before continuing",
+                i,
+            )
+        if role == "assistant":
+            calls = m.get("tool_calls") or []
+            pending = {str(c.get("id")) for c in calls if isinstance(c, Mapping)}
+            pending_from = i
+    # A sequence may end with unanswered calls: the assistant just asked for tools.

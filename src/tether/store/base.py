@@ -1,0 +1,152 @@
+"""The persistence interface. Engine and API code talk only to `Store`; SQLite and PostgreSQL
+implement it. Records are plain frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """Base class for store failures the engine can act on."""
+
+
+class ConflictError(StoreError):
+    """The conversation moved on since it was read (another writer appended)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    pk: int
+    id: str
+    tenant_id: str
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    last_seq: int
+    turn_count: int
+    epoch: int
+    forked_from_id: str | None
+    forked_from_seq: int | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as it is (or will be) stored. `content` is str, a list of parts, or None."""
+
+    role: str
+    content: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    extra: dict[str, Any] | None = None
+    tokens: int = 0
+    seq: int = 0
+    turn_id: str | None = None
+    created_at: float = 0.0
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra) if self.extra else {}
+        out["role"] = self.role
+        out["content"] = self.content
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    id: str
+    title: str | None
+    model: str | None
+    forked_from_pk: int | None = None
+    forked_from_seq: int | None = None
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    id: str
+    status: str  # running | completed | failed
+    model: str | None
+    stream: bool
+    started_at: float
+    finished_at: float | None = None
+    first_token_at: float | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    compacted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommit:
+    """Everything one successful turn writes, applied in one transaction.
+
+    Exactly one of `conversation_pk` (an existing conversation) or `new_conversation` is set.
+    `expected_last_seq` guards against a concurrent writer. For a fork, `new_conversation`
+    names the parent and the seq through which its messages are copied first.
+    """
+
+    tenant_id: str
+    turn: TurnRecord
+    messages: list[Message]
+    conversation_pk: int | None = None
+    new_conversation: NewConversation | None = None
+    expected_last_seq: int = 0
+    system_prompt: str | None = None
+    system_changed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRow:
+    id: str
+    conversation_id: str
+    status: str
+    model: str | None
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: float
+    finished_at: float | None
+
+
+class Store(Protocol):
+    """What Tether needs from a database. Every method is one short transaction at most."""
+
+    url: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+        ...
+
+    async def ensure_tenant(self, tenant_id: str) -> None: ...
+    async def add_api_key(self, tenant_id: str, key_hash: str, prefix: str) -> None: ...
+    async def tenant_for_key(self, key_hash: str) -> str | None: ...
+    async def count_api_keys(self) -> int: ...
+
+    async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
+        """The conversation this id (its own or an alias) names in the tenant, if any."""
+        ...
+
+    async def load_messages(self, conversation_pk: int, after_seq: int = 0) -> list[Message]: ...
+    async def commit_turn(self, commit: TurnCommit) -> Conversation:
+        """Append a turn's messages and its record atomically; raise ConflictError if the
+        conversation's last seq is not `expected_last_seq`."""
+        ...
+
+    async def record_failed_turn(self, conversation_pk: int, turn: TurnRecord) -> None: ...
+    async def get_turn(
+        self, tenant_id: str, conversation_id: str, turn_id: str
+    ) -> TurnRow | None: ...
+    async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]: ...
+    async def add_alias(self, tenant_id: str, alias: str, conversation_pk: int) -> None: ...
+    async def counts(self) -> dict[str, int]:
+        """Row counts per table (operators' overview and tests)."""
+        ...

@@ -1,0 +1,322 @@
+"""Scripted, OpenAI-compatible fake LLM server for tests, benchmarks and demos.
+
+Run as ``python -m tether.testing.upstream --host 127.0.0.1 --port PORT``.  Every
+``POST /v1/chat/completions`` is recorded; replies come from a script queue filled via
+``POST /_script/queue`` or default to ``"echo: <last user text>"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import itertools
+import logging
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+SUMMARISER_MARKER = "[[TETHER-SUMMARISER]]"
+JSON = "application/json"
+SSE = "text/event-stream"
+_DONE = b"data: [DONE]\n\n"
+_OK = orjson.dumps({"ok": True})
+
+
+class ScriptedDisconnect(Exception):
+    """Raised inside a streaming body to cut the connection (``fail_after_chunks``)."""
+
+
+@dataclass
+class UpstreamState:
+    context_window: int | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for m in messages:
+        total += len(message_text(m)) // 4 + 4
+        for tc in m.get("tool_calls") or ():
+            total += len(str((tc.get("function") or {}).get("arguments") or "")) // 4
+    return total
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return message_text(m)
+    return ""
+
+
+def default_reply(messages: list[dict[str, Any]]) -> str:
+    systems = [m for m in messages if m.get("role") == "system"]
+    if any(SUMMARISER_MARKER in message_text(m) for m in systems):
+        return f"SUMMARY of {len(messages) - len(systems)} messages"
+    return "echo: " + _last_user_text(messages)
+
+
+def _pop_item(state: UpstreamState, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    if not state.queue:
+        return {}
+    last_user: str | None = None
+    for i, item in enumerate(state.queue):
+        match = item.get("match")
+        if match is None:
+            return state.queue.pop(i)
+        if last_user is None:
+            last_user = _last_user_text(messages)
+        if str(match) in last_user:
+            return state.queue.pop(i)
+    return {}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type=JSON)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _stream_frames(
+    head: bytes,
+    content: str | None,
+    tool_calls: list[dict[str, Any]] | None,
+    chunk_size: int,
+    finish_reason: str,
+    usage_frame: bytes | None,
+) -> Iterator[tuple[bool, bytes]]:
+    """Yield ``(is_content_chunk, frame)`` for one streamed completion."""
+    tail = b',"finish_reason":null,"logprobs":null}]}\n\n'
+    yield False, head + b'{"role":"assistant","content":""}' + tail
+    for piece in _pieces(content or "", chunk_size):
+        yield True, head + orjson.dumps({"content": piece}) + tail
+    for idx, tc in enumerate(tool_calls or ()):
+        fn = tc.get("function") or {}
+        first = {
+            "index": idx,
+            "id": tc.get("id") or f"call_{idx}",
+            "type": tc.get("type", "function"),
+            "function": {"name": fn.get("name", ""), "arguments": ""},
+        }
+        yield False, head + orjson.dumps({"tool_calls": [first]}) + tail
+        args = str(fn.get("arguments") or "")
+        half = (len(args) + 1) // 2
+        for part in (args[:half], args[half:]):
+            if part:
+                delta = {"tool_calls": [{"index": idx, "function": {"arguments": part}}]}
+                yield False, head + orjson.dumps(delta) + tail
+    final = orjson.dumps({"finish_reason": finish_reason, "logprobs": None})[1:]
+    yield False, head + b"{}," + final + b"]}\n\n"
+    if usage_frame is not None:
+        yield False, usage_frame
+    yield False, _DONE
+
+
+async def _drip(
+    frames: Iterator[tuple[bool, bytes]], chunk_delay: float, fail_after: int | None
+) -> AsyncIterator[bytes]:
+    sent = 0
+    for is_content, frame in frames:
+        if fail_after is not None and is_content and sent >= fail_after:
+            raise ScriptedDisconnect(f"scripted disconnect after {sent} content chunks")
+        if frame is _DONE and fail_after is not None:
+            raise ScriptedDisconnect(f"scripted disconnect after {sent} content chunks")
+        yield frame
+        sent += is_content
+        if chunk_delay:
+            await asyncio.sleep(chunk_delay)
+
+
+def create_app(context_window: int | None = None) -> Starlette:
+    state = UpstreamState(context_window=context_window)
+    model_obj: dict[str, Any] = {"id": "scripted", "object": "model", "created": 0}
+    model_obj["owned_by"] = "tether"
+    if context_window is not None:
+        model_obj["context_window"] = context_window
+    models_body = orjson.dumps({"object": "list", "data": [model_obj]})
+
+    async def chat_completions(request: Request) -> Response:
+        body: dict[str, Any] = orjson.loads(await request.body())
+        state.requests.append(
+            {"body": body, "headers": dict(request.headers), "path": "/v1/chat/completions"}
+        )
+        messages: list[dict[str, Any]] = body.get("messages") or []
+        prompt_tokens = estimate_prompt_tokens(messages)
+        if state.context_window is not None:
+            wanted = prompt_tokens + (
+                body.get("max_tokens") or body.get("max_completion_tokens") or 0
+            )
+            if wanted > state.context_window:
+                message = (
+                    f"This model's maximum context length is {state.context_window} tokens. "
+                    f"However, your messages resulted in {wanted} tokens."
+                )
+                err = {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+                return _json({"error": err}, 400)
+
+        item = _pop_item(state, messages)
+        if item.get("delay"):
+            await asyncio.sleep(float(item["delay"]))
+        if item.get("status"):
+            default_err = {"message": "scripted error", "type": "server_error", "code": "scripted"}
+            headers = {"retry-after": str(item["retry_after"])} if item.get("retry_after") else None
+            return _json({"error": item.get("error") or default_err}, int(item["status"]), headers)
+
+        tool_calls: list[dict[str, Any]] | None = item.get("tool_calls") or None
+        if "content" in item:
+            content: str | None = item["content"]
+        else:
+            content = None if tool_calls else default_reply(messages)
+        completion_tokens = max(1, len(content or "") // 4)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if item.get("usage"):
+            usage.update(item["usage"])
+            if "total_tokens" not in item["usage"]:
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        finish_reason = item.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
+        meta = {
+            "id": f"chatcmpl-{next(state.ids):08x}",
+            "created": int(time.time()),
+            "model": body.get("model") or "scripted",
+        }
+
+        if not body.get("stream"):
+            msg: dict[str, Any] = {"role": "assistant", "content": content}
+            if tool_calls:
+                msg["tool_calls"] = tool_calls
+            choice = {"index": 0, "message": msg, "finish_reason": finish_reason, "logprobs": None}
+            return _json({"object": "chat.completion", **meta, "choices": [choice], "usage": usage})
+
+        chunk_meta = {"id": meta["id"], "object": "chat.completion.chunk", **meta}
+        head = b"data: " + orjson.dumps(chunk_meta)[:-1] + b',"choices":[{"index":0,"delta":'
+        usage_frame = None
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk: dict[str, Any] = {**chunk_meta, "choices": [], "usage": usage}
+            usage_frame = b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+        frames = _stream_frames(
+            head,
+            content,
+            tool_calls,
+            int(item.get("chunk_size") or 4),
+            finish_reason,
+            usage_frame,
+        )
+        chunk_delay = float(item.get("chunk_delay") or 0)
+        fail_after = item.get("fail_after_chunks")
+        if not chunk_delay and fail_after is None:
+            # Fast path: the whole event stream in one write.
+            return Response(b"".join(f for _, f in frames), media_type=SSE)
+        return StreamingResponse(
+            _drip(frames, chunk_delay, None if fail_after is None else int(fail_after)),
+            media_type=SSE,
+        )
+
+    async def models(request: Request) -> Response:
+        return Response(models_body, media_type=JSON)
+
+    async def get_requests(request: Request) -> Response:
+        return _json(state.requests)
+
+    async def reset(request: Request) -> Response:
+        state.requests.clear()
+        state.queue.clear()
+        return Response(_OK, media_type=JSON)
+
+    async def queue(request: Request) -> Response:
+        items = orjson.loads(await request.body())
+        if isinstance(items, dict):
+            items = [items]
+        state.queue.extend(items)
+        return _json({"queued": len(items)})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_script/requests", get_requests, methods=["GET"]),
+            Route("/_script/reset", reset, methods=["POST"]),
+            Route("/_script/queue", queue, methods=["POST"]),
+        ]
+    )
+    app.state.upstream = state
+    return app
+
+
+def _is_scripted_disconnect(exc: BaseException | None) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_scripted_disconnect(e) for e in exc.exceptions)
+    return isinstance(exc, ScriptedDisconnect)
+
+
+def _quiet_scripted_disconnects(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and _is_scripted_disconnect(record.exc_info[1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible fake upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--context-window", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    config = uvicorn.Config(
+        create_app(args.context_window),
+        log_level="warning",
+        access_log=False,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools",
+        timeout_graceful_shutdown=1,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_quiet_scripted_disconnects)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    # The socket already accepts connections (kernel backlog), so announce now.
+    sys.stdout.write(f"scripted-upstream listening on http://{host}:{port}\n")
+    sys.stdout.flush()
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Real processes for tests: the scripted upstream and `tether serve`, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class ScriptedUpstream:
+    """`python -m tether.testing.upstream` as a process; records what it was sent."""
+
+    def __init__(self, context_window: int | None = None) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "tether.testing.upstream", "--port", str(self.port)]
+        if context_window:
+            cmd += ["--context-window", str(context_window)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx2.Client(base_url=self.url, timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def reset(self) -> None:
+        self.http.post("/_script/reset").raise_for_status()
+
+    def queue(self, *items: dict[str, Any]) -> None:
+        self.http.post("/_script/queue", json=list(items)).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.http.get("/_script/requests").json()
+        return data
+
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.requests() if r["path"] == "/v1/chat/completions"]
+
+    def close(self) -> None:
+        self.http.close()
+        stop(self.proc)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class TetherServer:
+    """`python -m tether serve` as a real process on a SQLite file."""
+
+    def __init__(self, db_path: Path, upstream_url: str | None, **env: str) -> None:
+        self.db_path = db_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TETHER_HOST": "127.0.0.1",
+            "TETHER_PORT": str(self.port),
+            "TETHER_DATABASE_URL": f"sqlite:///{db_path}",
+            "TETHER_DEFAULT_MODEL": "scripted",
+            "TETHER_UPSTREAM_RETRIES": "0",
+            **env,
+        }
+        if upstream_url:
+            self.env["TETHER_UPSTREAM_BASE_URL"] = upstream_url
+        self.log = db_path.with_suffix(f".{self.port}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TetherServer:
+        self.logfile = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "serve"],
+            env=self.env,
+            stdout=self.logfile,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tether exited {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"tether did not start: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+            self.logfile.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def create_key(self, tenant: str) -> str:
+        out = self.cli("keys", "create", "--tenant", tenant)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+
+    def counts(self) -> dict[str, int]:
+        tables = ("conversations", "messages", "turns", "checkpoints", "conversation_aliases")
+        with self.db() as conn:
+            return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+    def transcript(self, conversation_id: str, tenant: str = "default") -> list[tuple[Any, ...]]:
+        with self.db() as conn:
+            return conn.execute(
+                "SELECT m.seq, m.role, m.content FROM messages m JOIN conversations c "
+                "ON c.pk = m.conversation_pk WHERE c.tenant_id = ? AND c.id = ? ORDER BY m.seq",
+                (tenant, conversation_id),
+            ).fetchall()

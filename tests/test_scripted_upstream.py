@@ -1,0 +1,244 @@
+"""Tests for the scripted fake upstream, run as a real subprocess on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+CONTEXT_WINDOW = 200
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tether.testing.upstream", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--context-window", str(CONTEXT_WINDOW)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == f"scripted-upstream listening on http://127.0.0.1:{port}\n", line
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def http(upstream: str) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=upstream, timeout=10) as client:
+        assert client.post("/_script/reset").json() == {"ok": True}
+        yield client
+
+
+@pytest.fixture
+def sdk(upstream: str, http: httpx2.Client) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{upstream}/v1", api_key="x", max_retries=0)
+    yield client
+    client.close()
+
+
+def _queue(http: httpx2.Client, items: Any) -> None:
+    r = http.post("/_script/queue", json=items)
+    assert r.status_code == 200
+    assert r.json() == {"queued": len(items) if isinstance(items, list) else 1}
+
+
+def test_default_echo_and_usage(sdk: openai.OpenAI) -> None:
+    resp = sdk.chat.completions.create(
+        model="m1",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}],
+            },
+        ],
+    )
+    assert resp.object == "chat.completion"
+    assert resp.id.startswith("chatcmpl-")
+    assert resp.model == "m1"
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].message.content == "echo: hello world"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage is not None
+    # (8//4+4) + (5//4+4) + (2//4+4) + (11//4+4)
+    assert resp.usage.prompt_tokens == 6 + 5 + 4 + 6
+    assert resp.usage.completion_tokens == len("echo: hello world") // 4
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_recorded_request_matches_sent(http: httpx2.Client) -> None:
+    body = {"model": "m2", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}
+    r = http.post("/v1/chat/completions", json=body, headers={"X-Trace": "abc"})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "echo: hi"
+    recorded = http.get("/_script/requests").json()
+    assert len(recorded) == 1
+    assert recorded[0]["body"] == body
+    assert recorded[0]["path"] == "/v1/chat/completions"
+    assert recorded[0]["headers"]["x-trace"] == "abc"
+    assert recorded[0]["headers"]["content-type"] == "application/json"
+
+
+def test_streaming_reassembles_with_usage(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    _queue(http, {"content": "The quick brown fox jumps", "chunk_size": 3})
+    stream = sdk.chat.completions.create(
+        model="m3",
+        messages=[{"role": "user", "content": "go"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The quick brown fox jumps"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content_chunks) == 9  # ceil(25 / 3)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 25 // 4
+
+
+def test_streaming_default_echo_without_usage(http: httpx2.Client) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "abc"}], "stream": True}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in r.text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    payloads = [json.loads(f.removeprefix("data: ")) for f in frames[:-1]]
+    assert "".join(p["choices"][0]["delta"].get("content", "") for p in payloads) == "echo: abc"
+    assert all(p["choices"] for p in payloads)  # no usage chunk
+
+
+def test_streamed_tool_call(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    args = json.dumps({"city": "Paris", "units": "metric"})
+    call = {
+        "id": "call_abc",
+        "type": "function",
+        "function": {"name": "weather", "arguments": args},
+    }
+    _queue(http, [{"tool_calls": [call]}])
+    stream = sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "weather?"}], stream=True
+    )
+    ids, names, arguments, finish = [], [], "", None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        for tc in choice.delta.tool_calls or []:
+            assert tc.index == 0
+            if tc.id:
+                ids.append(tc.id)
+            if tc.function and tc.function.name:
+                names.append(tc.function.name)
+            if tc.function and tc.function.arguments:
+                arguments += tc.function.arguments
+        finish = choice.finish_reason or finish
+    assert ids == ["call_abc"]
+    assert names == ["weather"]
+    assert arguments == args
+    assert finish == "tool_calls"
+
+    # Non-streaming tool call and the SDK's stream helper reassembly.
+    _queue(http, [{"tool_calls": [call]}, {"tool_calls": [call]}])
+    resp = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert resp.choices[0].message.tool_calls is not None
+    assert resp.choices[0].message.tool_calls[0].function.arguments == args
+    with sdk.chat.completions.stream(model="m", messages=[{"role": "user", "content": "x"}]) as s:
+        final = s.get_final_completion()
+    tcs = final.choices[0].message.tool_calls
+    assert tcs is not None and tcs[0].id == "call_abc"
+    assert tcs[0].function.arguments == args
+
+
+def test_scripted_error(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    _queue(http, {"status": 500})
+    with pytest.raises(openai.InternalServerError) as exc_info:
+        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert exc_info.value.status_code == 500
+    _queue(http, {"status": 429, "retry_after": "7", "error": {"message": "slow", "code": "rl"}})
+    r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "7"
+    assert r.json() == {"error": {"message": "slow", "code": "rl"}}
+
+
+def test_context_window_overflow(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    models = http.get("/v1/models").json()
+    assert models["data"][0]["id"] == "scripted"
+    assert models["data"][0]["context_window"] == CONTEXT_WINDOW
+    with pytest.raises(openai.BadRequestError) as exc_info:
+        sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x" * 800}], max_tokens=10
+        )
+    err = exc_info.value
+    assert err.status_code == 400
+    assert err.code == "context_length_exceeded"
+    assert "maximum context length is 200 tokens" in err.message
+    assert "resulted in 214 tokens" in err.message
+
+
+def test_match_and_summariser(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    _queue(http, [{"content": "for bananas", "match": "banana"}, {"content": "unmatched"}])
+    r1 = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "banana?"}])
+    assert r1.choices[0].message.content == "for bananas"
+    summary_msgs: list[Any] = [
+        {"role": "system", "content": "[[TETHER-SUMMARISER]] summarise"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    r2 = sdk.chat.completions.create(model="m", messages=summary_msgs)
+    assert r2.choices[0].message.content == "unmatched"
+    r3 = sdk.chat.completions.create(model="m", messages=summary_msgs)
+    assert r3.choices[0].message.content == "SUMMARY of 3 messages"
+
+
+def test_fail_after_chunks_cuts_stream(http: httpx2.Client, sdk: openai.OpenAI) -> None:
+    _queue(http, {"content": "abcdefghijkl", "chunk_size": 2, "fail_after_chunks": 2})
+    stream = sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    got = ""
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            got += chunk.choices[0].delta.content or ""
+    assert got == "abcd"
+    # Server is still healthy afterwards.
+    resp = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "ok"}])
+    assert resp.choices[0].message.content == "echo: ok"
+
+
+def test_reset_clears(http: httpx2.Client) -> None:
+    _queue(http, [{"content": "queued"}])
+    http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    _queue(http, [{"content": "never used"}])
+    assert len(http.get("/_script/requests").json()) == 1
+    assert http.post("/_script/reset").json() == {"ok": True}
+    assert http.get("/_script/requests").json() == []
+    r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "y"}]})
+    assert r.json()["choices"][0]["message"]["content"] == "echo: y"
