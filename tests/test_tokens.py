@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (the CJK samples use fullwidth punctuation on purpose)
 """Tests for tether.compaction.tokens (offline tiktoken counting).
 
 Run ``python tests/test_tokens.py`` to print the chars/4 error table used in docs/tokens.md.

@@ -50,6 +50,35 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
     )
+    default_context_window: int = Field(
+        128000, description="Context window (tokens) of models not listed in model_context_windows."
+    )
+    model_context_windows: dict[str, int] = Field(
+        default_factory=dict, description='Per-model windows, JSON: {"gpt-4o-mini": 128000}.'
+    )
+    reserved_output_tokens: int = Field(
+        4096,
+        description="Tokens kept free for the reply when the request sets no max_tokens "
+        "(at most a quarter of the window).",
+    )
+    compaction_threshold: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Compact when the view exceeds this share of (window - reserved output).",
+    )
+    model_compaction_thresholds: dict[str, float] = Field(
+        default_factory=dict, description='Per-model thresholds, JSON: {"small-model": 0.6}.'
+    )
+    compaction_tail_ratio: float = Field(
+        0.2, gt=0, lt=1, description="Share of the threshold kept verbatim as the recent tail."
+    )
+    compaction_min_tail_messages: int = Field(
+        8, ge=1, description="Messages kept verbatim at least (within 1.5x the tail budget)."
+    )
+    compaction_model: str | None = Field(
+        None, description="Model that writes summaries (default: the conversation's model)."
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
     @property

@@ -14,13 +14,16 @@ from tether.api.body import read_json_object
 from tether.api.models import OWN_FIELDS, parse_chat_request
 from tether.api.responses import json_response, where_headers
 from tether.api.state import AppState
+from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
+from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
-from tether.engine.turn import RunningTurn, TurnRequest
+from tether.engine.types import RunningTurn, TurnRequest
 from tether.errors import TetherError
 from tether.store.base import Conversation, Message
 
 _HISTORY_MODES = ("append", "replay", "auto")
+_COMPACTION_MODES = ("auto", "off", "now")
 
 
 def _state(request: Request) -> AppState:
@@ -49,6 +52,18 @@ def _history_mode(request: Request) -> HistoryMode:
     return cast(HistoryMode, value)
 
 
+def _compaction_mode(request: Request) -> CompactionMode:
+    value = request.headers.get("x-tether-compaction", "auto").strip().lower()
+    if value not in _COMPACTION_MODES:
+        raise TetherError(
+            400,
+            "invalid_header",
+            "X-Tether-Compaction must be 'auto', 'off' or 'now'",
+            param="x-tether-compaction",
+        )
+    return cast(CompactionMode, value)
+
+
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
     tenant = await state.auth.tenant(request)
@@ -56,6 +71,7 @@ async def chat_completions(request: Request) -> Response:
     chat = parse_chat_request(data)
     conversation_id = _conversation_id(request, chat.conversation)
     history = _history_mode(request)
+    compaction = _compaction_mode(request)
     messages = [
         Message(
             role=m.role,
@@ -70,13 +86,23 @@ async def chat_completions(request: Request) -> Response:
     params = {k: v for k, v in data.items() if k not in OWN_FIELDS}
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     req = TurnRequest(
-        tenant, conversation_id, messages, chat.model, chat.stream, include_usage, params, history
+        tenant,
+        conversation_id,
+        messages,
+        chat.model,
+        chat.stream,
+        include_usage,
+        params,
+        history,
+        compaction,
     )
     running, info = await state.engine.start(req)
-    headers = where_headers(info.conversation_id, info.turn_id, info.epoch)
     if not chat.stream:
         result = await running.result
+        ran = result["tether"]
+        headers = where_headers(ran["conversation_id"], ran["turn_id"], ran["epoch"])
         return json_response(result, 200, headers)
+    headers = where_headers(info.conversation_id, info.turn_id, info.epoch)
     return EventSourceResponse(_sse(running), headers=headers, ping=15, sep="\n", send_timeout=60)
 
 
@@ -85,7 +111,10 @@ async def _sse(running: RunningTurn) -> AsyncIterator[bytes]:
         payload = await running.events.get()
         if payload is None:
             return
-        yield b"data: " + payload + b"\n\n"
+        if payload.startswith(b":"):
+            yield payload + b"\n\n"  # an SSE comment: every parser skips it
+        else:
+            yield b"data: " + payload + b"\n\n"
 
 
 async def _owned(request: Request) -> tuple[AppState, Conversation]:
@@ -139,6 +168,22 @@ async def get_messages(request: Request) -> Response:
     )
 
 
+async def get_context(request: Request) -> Response:
+    """Window, tokens, threshold, epoch and checkpoints; `?view=true` adds what the model sees."""
+    state, conv = await _owned(request)
+    include_view = request.query_params.get("view", "").lower() in ("1", "true", "yes")
+    report = await context_report(state.engine, conv, include_view)
+    return json_response(report, 200, {"X-Tether-Conversation": conv.id})
+
+
+async def post_compact(request: Request) -> Response:
+    state, conv = await _owned(request)
+    result = await compact_conversation(state.engine, conv)
+    return json_response(
+        {"conversation_id": conv.id, **result}, 200, {"X-Tether-Conversation": conv.id}
+    )
+
+
 async def list_models(request: Request) -> Response:
     state = _state(request)
     await state.auth.tenant(request)
@@ -173,5 +218,7 @@ routes = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}", get_conversation, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/context", get_context, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/compact", post_compact, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
 ]

@@ -1,4 +1,5 @@
-"""One turn, top to bottom: resolve → serialise → merge → view → upstream → commit → deliver.
+"""One turn, top to bottom: resolve → serialise → merge → compact? → view → upstream → commit →
+deliver.
 
 A turn runs in its own task and owns its conversation's lock, so it completes and commits even if
 the client that started it goes away. The HTTP layer waits for `ready` (where the turn runs), then
@@ -15,140 +16,33 @@ from typing import Any
 import orjson
 import structlog
 
-from tether.compaction.tokens import count_message
+from tether.compaction.policy import Budget, should_compact, thrashing
+from tether.compaction.view import estimate
 from tether.config import Settings
 from tether.engine.assemble import Assembled
-from tether.engine.ids import is_server_minted, mint_conversation_id, mint_turn_id
+from tether.engine.compact import CompactionFailed, compact
+from tether.engine.context import Target, budget_for, load_target
+from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
-from tether.engine.merge import HistoryMode, MergePlan, merge, text_of
+from tether.engine.types import RunningTurn, TurnInfo, TurnRequest, assistant_message
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
-from tether.store.base import (
-    ConflictError,
-    Conversation,
-    Message,
-    NewConversation,
-    Store,
-    TurnCommit,
-    TurnRecord,
-)
+from tether.store.base import ConflictError, Message, Store, TurnCommit, TurnRecord
 from tether.upstream.client import Upstream
 
 log = structlog.get_logger("tether.turn")
 
 DONE = b"[DONE]"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    tenant_id: str
-    conversation_id: str | None
-    messages: list[Message]
-    model: str | None
-    stream: bool
-    include_usage: bool
-    params: dict[str, Any]
-    history: HistoryMode = "auto"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnInfo:
-    conversation_id: str
-    turn_id: str
-    epoch: int
-    forked_from: tuple[str, int] | None = None
-
-    def tether(self, compacted: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "conversation_id": self.conversation_id,
-            "turn_id": self.turn_id,
-            "epoch": self.epoch,
-            "compacted": compacted,
-        }
-        if self.forked_from:
-            out["forked_from"] = {
-                "conversation_id": self.forked_from[0],
-                "seq": self.forked_from[1],
-            }
-        return out
-
-
-class RunningTurn:
-    def __init__(self, stream: bool) -> None:
-        loop = asyncio.get_running_loop()
-        self.stream = stream
-        self.ready: asyncio.Future[TurnInfo] = loop.create_future()
-        self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.events: asyncio.Queue[bytes | None] = asyncio.Queue()
+OVERFLOW_RETRIES = 2
 
 
 @dataclass(slots=True)
-class _Target:
-    """Where the turn commits: an existing conversation, or a new one (maybe a fork)."""
+class Outcome:
+    """What compaction did during this request."""
 
-    tenant_id: str
-    conv: Conversation | None
-    new: NewConversation | None
-    plan: MergePlan
-
-    @property
-    def conversation_id(self) -> str:
-        if self.new is not None:
-            return self.new.id
-        assert self.conv is not None
-        return self.conv.id
-
-
-def build_view(plan: MergePlan) -> list[dict[str, Any]]:
-    """What the upstream receives: system prompt, stored history, the new messages."""
-    view: list[dict[str, Any]] = []
-    if plan.system_prompt:
-        view.append({"role": "system", "content": plan.system_prompt})
-    view.extend(m.to_openai() for m in plan.history)
-    view.extend(m.to_openai() for m in plan.new if m.role != "system")
-    return view
-
-
-def _title(messages: list[Message]) -> str | None:
-    for m in messages:
-        if m.role == "user":
-            text = " ".join(text_of(m.content).split())
-            return text[:80] or None
-    return None
-
-
-def _with_tokens(m: Message) -> Message:
-    return Message(
-        role=m.role,
-        content=m.content,
-        tool_calls=m.tool_calls,
-        tool_call_id=m.tool_call_id,
-        name=m.name,
-        extra=m.extra,
-        tokens=count_message(m.to_openai()),
-    )
-
-
-def assistant_message(openai_message: dict[str, Any], tokens: int | None) -> Message:
-    known = {"role", "content", "tool_calls", "tool_call_id", "name"}
-    extra = {k: v for k, v in openai_message.items() if k not in known and v is not None}
-    msg = Message(
-        role="assistant",
-        content=openai_message.get("content"),
-        tool_calls=openai_message.get("tool_calls") or None,
-        name=openai_message.get("name"),
-        extra=extra or None,
-    )
-    if tokens is None:
-        return _with_tokens(msg)
-    return Message(
-        role=msg.role,
-        content=msg.content,
-        tool_calls=msg.tool_calls,
-        name=msg.name,
-        extra=msg.extra,
-        tokens=tokens,
-    )
+    compacted: bool = False
+    tokens_before: int | None = None
+    tokens_after: int | None = None
 
 
 class Engine:
@@ -201,48 +95,37 @@ class Engine:
             )
         return conv.id if conv else cid
 
-    async def _target(self, req: TurnRequest, lock_id: str | None) -> _Target:
-        conv = await self.store.resolve(req.tenant_id, lock_id) if lock_id else None
-        stored = await self.store.load_messages(conv.pk) if conv else []
-        plan = merge(stored, conv.system_prompt if conv else None, req.messages, req.history)
-        plan = MergePlan(
-            plan.system_prompt,
-            plan.system_changed,
-            plan.history,
-            [_with_tokens(m) for m in plan.new],
-            plan.fork_seq,
-        )
-        model = req.model or self.settings.default_model
-        if conv is None:
-            new = NewConversation(lock_id or mint_conversation_id(), _title(plan.new), model)
-            return _Target(req.tenant_id, None, new, plan)
-        if plan.fork_seq is not None:
-            fork = NewConversation(
-                mint_conversation_id(), conv.title, model, conv.pk, plan.fork_seq
-            )
-            return _Target(req.tenant_id, conv, fork, plan)
-        return _Target(req.tenant_id, conv, None, plan)
-
     async def _run(self, req: TurnRequest, running: RunningTurn) -> None:
-        model = req.model or self.settings.default_model
+        model = req.model or self.settings.default_model or ""
         turn = TurnRecord(mint_turn_id(), "running", model, req.stream, started_at=time.time())
-        target: _Target | None = None
+        target: Target | None = None
         try:
             lock_id = await self._lock_id(req)
             async with self.locks.hold(req.tenant_id, lock_id or turn.id):
-                target = await self._target(req, lock_id)
-                view = build_view(target.plan)
-                validate_sequence(view)
-                forked = None
-                if target.new is not None and target.conv is not None:
-                    forked = (target.conv.id, target.plan.fork_seq or 0)
-                info = TurnInfo(target.conversation_id, turn.id, 0, forked)
-                running.ready.set_result(info)
-                body = {**req.params, "model": model, "messages": view}
-                if req.stream:
-                    await self._stream(req, running, info, turn, target, body)
-                else:
-                    await self._complete(running, info, turn, target, body, view)
+                target = await load_target(self.store, req, lock_id, model)
+                budget = budget_for(self.settings, model, req.params)
+                outcome = Outcome()
+                await self._preflight(req, target, budget, turn, outcome)
+                running.ready.set_result(_info(target, turn, outcome))
+                if outcome.compacted and req.stream:
+                    running.events.put_nowait(_compaction_comment(target, outcome))
+                for attempt in range(OVERFLOW_RETRIES + 1):
+                    try:
+                        await self._call(req, running, target, turn, outcome)
+                        return
+                    except TetherError as exc:
+                        retry = (
+                            exc.code == "context_length_exceeded"
+                            and attempt < OVERFLOW_RETRIES
+                            and turn.first_token_at is None
+                            and req.compaction != "off"
+                            and target.can_compact
+                        )
+                        if not retry or not await self._compact(
+                            target, budget, turn, outcome, True
+                        ):
+                            raise _overflow(exc, target) from None
+                        log.info("turn.overflow_compacted", turn_id=turn.id, attempt=attempt + 1)
         except Exception as exc:
             error = exc if isinstance(exc, TetherError) else None
             if error is None:
@@ -250,35 +133,113 @@ class Engine:
                 error = TetherError(500, "internal_error", f"turn {turn.id} failed unexpectedly")
             await self._fail(running, turn, target, error)
 
+    # -- compaction ----------------------------------------------------------------------
+    async def _preflight(
+        self, req: TurnRequest, target: Target, budget: Budget, turn: TurnRecord, outcome: Outcome
+    ) -> None:
+        if not target.can_compact or req.compaction == "off":
+            return
+        tokens = target.prompt_tokens()
+        if not should_compact(tokens, budget, req.compaction):
+            return
+        if req.compaction == "auto" and target.conv is not None:
+            recent = await self.store.list_checkpoints(target.conv.pk)
+            if thrashing([float(c.stats.get("saved", 1.0)) for c in recent[-2:]]):
+                turn.notes = {
+                    "compaction": "paused: the last two compactions each saved under 10%; "
+                    "send 'X-Tether-Compaction: now' to force one"
+                }
+                log.warning("compaction.paused", conversation=target.conversation_id)
+                return
+        await self._compact(target, budget, turn, outcome, req.compaction == "now")
+
+    async def _compact(
+        self, target: Target, budget: Budget, turn: TurnRecord, outcome: Outcome, force: bool
+    ) -> bool:
+        assert self.upstream is not None and target.conv is not None
+        try:
+            result = await compact(
+                self.store,
+                self.upstream,
+                target.conv,
+                target.checkpoint,
+                target.plan.history,
+                [m for m in target.plan.new if m.role != "system"],
+                budget,
+                self.settings.compaction_model or target.model,
+                self.settings.compaction_min_tail_messages,
+                turn.id,
+                force,
+            )
+        except CompactionFailed as exc:
+            turn.notes = {"compaction": f"failed, nothing changed: {exc}"}
+            system, messages = target.view_messages()
+            tokens = estimate(system, messages)
+            if tokens > budget.usable:
+                raise TetherError(
+                    400,
+                    "context_length_exceeded",
+                    f"conversation {target.conversation_id!r} needs ~{tokens} tokens but the "
+                    f"model takes {budget.usable}, and compaction failed ({exc}). Retry when "
+                    "the summariser is reachable, use a model with a larger window, or start a "
+                    "new conversation.",
+                    param="messages",
+                ) from exc
+            return False
+        if result is None:
+            return False
+        target.conv, target.checkpoint = result.conversation, result.checkpoint
+        turn.compacted = outcome.compacted = True
+        if outcome.tokens_before is None:
+            outcome.tokens_before = result.checkpoint.tokens_before
+        outcome.tokens_after = result.checkpoint.tokens_after
+        return True
+
+    # -- the upstream call ---------------------------------------------------------------
+    async def _call(
+        self,
+        req: TurnRequest,
+        running: RunningTurn,
+        target: Target,
+        turn: TurnRecord,
+        outcome: Outcome,
+    ) -> None:
+        view = target.view()
+        validate_sequence(view)
+        body = {**req.params, "model": turn.model, "messages": view}
+        if req.stream:
+            await self._stream(req, running, target, turn, outcome, body)
+        else:
+            await self._complete(running, target, turn, outcome, body)
+
     async def _complete(
         self,
         running: RunningTurn,
-        info: TurnInfo,
+        target: Target,
         turn: TurnRecord,
-        target: _Target,
+        outcome: Outcome,
         body: dict[str, Any],
-        view: list[dict[str, Any]],
     ) -> None:
         assert self.upstream is not None
         response = await self.upstream.complete(body)
         turn.first_token_at = time.time()
         choices = response.get("choices") or [{}]
-        message = choices[0].get("message") or {}
         usage = response.get("usage")
-        reply = assistant_message(message, (usage or {}).get("completion_tokens"))
-        validate_sequence([*view, reply.to_openai()])
+        reply = assistant_message(
+            choices[0].get("message") or {}, (usage or {}).get("completion_tokens")
+        )
         turn.usage = usage
-        await self._commit(turn, target, reply)
-        response["tether"] = info.tether()
+        await self._commit(turn, target, reply, body["messages"])
+        response["tether"] = _info(target, turn, outcome).tether()
         running.result.set_result(response)
 
     async def _stream(
         self,
         req: TurnRequest,
         running: RunningTurn,
-        info: TurnInfo,
+        target: Target,
         turn: TurnRecord,
-        target: _Target,
+        outcome: Outcome,
         body: dict[str, Any],
     ) -> None:
         assert self.upstream is not None
@@ -297,9 +258,8 @@ class Engine:
                 running.events.put_nowait(chunk.raw)
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
-        validate_sequence([*build_view(target.plan), reply.to_openai()])
         turn.usage = usage
-        await self._commit(turn, target, reply)
+        await self._commit(turn, target, reply, body["messages"])
         finish = next((c for c in held if c.get("choices")), None)
         if finish is None:
             finish = {
@@ -312,16 +272,21 @@ class Engine:
                 ],
             }
             held.insert(0, finish)
+        tether = _info(target, turn, outcome).tether()
         for data in held:
             if data is finish:
-                data = {**data, "tether": info.tether()}
+                data = {**data, "tether": tether}
             elif not data.get("choices") and not req.include_usage:
                 continue
             running.events.put_nowait(orjson.dumps(data))
         running.events.put_nowait(DONE)
         running.events.put_nowait(None)
 
-    async def _commit(self, turn: TurnRecord, target: _Target, reply: Message) -> None:
+    # -- commit and failure --------------------------------------------------------------
+    async def _commit(
+        self, turn: TurnRecord, target: Target, reply: Message, view: list[dict[str, Any]]
+    ) -> None:
+        validate_sequence([*view, reply.to_openai()])
         turn.status = "completed"
         turn.finished_at = time.time()
         conv = target.conv
@@ -331,11 +296,13 @@ class Engine:
                     tenant_id=target.tenant_id,
                     turn=turn,
                     messages=[*target.plan.new, reply],
-                    conversation_pk=None if target.new else (conv.pk if conv else None),
+                    conversation_pk=None if target.new or conv is None else conv.pk,
                     new_conversation=target.new,
                     expected_last_seq=conv.last_seq if conv and not target.new else 0,
                     system_prompt=target.plan.system_prompt,
                     system_changed=target.plan.system_changed,
+                    view_epoch=target.epoch,
+                    inherit_checkpoint=target.checkpoint if target.forked_from else None,
                 )
             )
         except ConflictError as exc:
@@ -351,17 +318,18 @@ class Engine:
             conversation=target.conversation_id,
             turn_id=turn.id,
             messages=len(target.plan.new) + 1,
+            compacted=turn.compacted,
             ms=round((turn.finished_at - turn.started_at) * 1000, 1),
         )
 
     async def _fail(
-        self, running: RunningTurn, turn: TurnRecord, target: _Target | None, error: TetherError
+        self, running: RunningTurn, turn: TurnRecord, target: Target | None, error: TetherError
     ) -> None:
         turn.status = "failed"
         turn.finished_at = time.time()
         turn.error = error.body()["error"]
         log.warning("turn.failed", turn_id=turn.id, code=error.code, status=error.status)
-        if target is not None and target.conv is not None and target.new is None:
+        if target is not None and target.can_compact and target.conv is not None:
             try:
                 await self.store.record_failed_turn(target.conv.pk, turn)
             except Exception:
@@ -374,3 +342,36 @@ class Engine:
             return
         running.events.put_nowait(orjson.dumps(error.body()))
         running.events.put_nowait(None)
+
+
+def _info(target: Target, turn: TurnRecord, outcome: Outcome) -> TurnInfo:
+    return TurnInfo(
+        target.conversation_id,
+        turn.id,
+        target.epoch,
+        target.forked_from,
+        outcome.compacted,
+        outcome.tokens_before,
+        outcome.tokens_after,
+    )
+
+
+def _compaction_comment(target: Target, outcome: Outcome) -> bytes:
+    return (
+        f": tether compacted conversation={target.conversation_id} epoch={target.epoch} "
+        f"tokens_before={outcome.tokens_before} tokens_after={outcome.tokens_after}"
+    ).encode()
+
+
+def _overflow(exc: TetherError, target: Target) -> TetherError:
+    """Name the conversation and the way out when the model's window is exceeded."""
+    if exc.code != "context_length_exceeded" or target.conversation_id in exc.message:
+        return exc
+    return TetherError(
+        400,
+        "context_length_exceeded",
+        f"conversation {target.conversation_id!r} does not fit the model's context window "
+        f"({exc.message}). Compaction could not make it fit: start a new conversation or use a "
+        "model with a larger window.",
+        param="messages",
+    )

@@ -3,7 +3,7 @@ implement it. Records are plain frozen dataclasses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -26,6 +26,9 @@ class Conversation:
     last_seq: int
     turn_count: int
     epoch: int
+    usage_prompt_tokens: int | None
+    usage_through_seq: int | None
+    usage_epoch: int | None
     forked_from_id: str | None
     forked_from_seq: int | None
     created_at: float
@@ -81,6 +84,7 @@ class TurnRecord:
     usage: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     compacted: bool = False
+    notes: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,27 @@ class TurnCommit:
     expected_last_seq: int = 0
     system_prompt: str | None = None
     system_changed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    view_epoch: int = 0  # the checkpoint epoch the upstream prompt was built on
+    inherit_checkpoint: Checkpoint | None = None  # a fork's copy of its parent's checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A compaction: the summary (and ledger) stands in for messages seq <= covers_through_seq;
+    large tool outputs with seq <= prune_through_seq are shown as stubs. Never moves messages."""
+
+    epoch: int
+    covers_through_seq: int
+    prune_through_seq: int
+    summary: str | None
+    ledger: list[str]
+    tokens_before: int
+    tokens_after: int
+    model: str | None
+    prompt_version: str
+    stats: dict[str, Any]
+    turn_id: str | None = None
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +159,16 @@ class Store(Protocol):
         """The conversation this id (its own or an alias) names in the tenant, if any."""
         ...
 
-    async def load_messages(self, conversation_pk: int, after_seq: int = 0) -> list[Message]: ...
+    async def load_messages(
+        self, conversation_pk: int, after_seq: int = 0, through_seq: int | None = None
+    ) -> list[Message]: ...
+    async def latest_checkpoint(self, conversation_pk: int) -> Checkpoint | None: ...
+    async def list_checkpoints(self, conversation_pk: int) -> list[Checkpoint]: ...
+    async def commit_checkpoint(self, conversation_pk: int, checkpoint: Checkpoint) -> Conversation:
+        """Insert the checkpoint as epoch `checkpoint.epoch`; raise ConflictError unless the
+        conversation is at epoch `checkpoint.epoch - 1` and holds its covered messages."""
+        ...
+
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
         """Append a turn's messages and its record atomically; raise ConflictError if the
         conversation's last seq is not `expected_last_seq`."""

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from tether.store.base import (
+    Checkpoint,
     ConflictError,
     Conversation,
     Message,
@@ -31,10 +33,35 @@ T = TypeVar("T")
 
 _CONV_COLS = (
     "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
-    "c.epoch, p.id, c.forked_from_seq, c.created_at, c.updated_at"
+    "c.epoch, c.usage_prompt_tokens, c.usage_through_seq, c.usage_epoch, p.id, "
+    "c.forked_from_seq, c.created_at, c.updated_at"
 )
 _CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
 _MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
+
+
+_CKPT_COLS = (
+    "epoch, covers_through_seq, prune_through_seq, summary, ledger, tokens_before, tokens_after, "
+    "model, prompt_version, stats, turn_id, created_at"
+)
+
+
+def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
+    epoch, covers, prune, summary, ledger, before, after, model, version, stats, turn, at = row
+    return Checkpoint(
+        epoch,
+        covers,
+        prune,
+        summary,
+        _loads(ledger) or [],
+        before,
+        after,
+        model,
+        version,
+        _loads(stats) or {},
+        turn,
+        at,
+    )
 
 
 def _dumps(value: Any) -> str | None:
@@ -206,16 +233,62 @@ class SqliteStore:
     async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
         return await self._read(lambda c: _resolve(c, tenant_id, conversation_id))
 
-    async def load_messages(self, conversation_pk: int, after_seq: int = 0) -> list[Message]:
+    async def load_messages(
+        self, conversation_pk: int, after_seq: int = 0, through_seq: int | None = None
+    ) -> list[Message]:
+        through = 2**62 if through_seq is None else through_seq
+
         def run(c: sqlite3.Connection) -> list[Message]:
             rows = c.execute(
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq > ? "
-                "ORDER BY seq",
-                (conversation_pk, after_seq),
+                "AND seq <= ? ORDER BY seq",
+                (conversation_pk, after_seq, through),
             ).fetchall()
             return [_message(r) for r in rows]
 
         return await self._read(run)
+
+    async def latest_checkpoint(self, conversation_pk: int) -> Checkpoint | None:
+        def run(c: sqlite3.Connection) -> Checkpoint | None:
+            row = c.execute(
+                f"SELECT {_CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? "
+                "ORDER BY epoch DESC LIMIT 1",
+                (conversation_pk,),
+            ).fetchone()
+            return None if row is None else _checkpoint(row)
+
+        return await self._read(run)
+
+    async def list_checkpoints(self, conversation_pk: int) -> list[Checkpoint]:
+        def run(c: sqlite3.Connection) -> list[Checkpoint]:
+            rows = c.execute(
+                f"SELECT {_CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? ORDER BY epoch",
+                (conversation_pk,),
+            ).fetchall()
+            return [_checkpoint(r) for r in rows]
+
+        return await self._read(run)
+
+    async def commit_checkpoint(self, conversation_pk: int, checkpoint: Checkpoint) -> Conversation:
+        def run(c: sqlite3.Connection) -> Conversation:
+            epoch, last_seq = c.execute(
+                "SELECT epoch, last_seq FROM conversations WHERE pk = ?", (conversation_pk,)
+            ).fetchone()
+            if epoch != checkpoint.epoch - 1:
+                raise ConflictError(f"conversation is at epoch {epoch}, not {checkpoint.epoch - 1}")
+            if max(checkpoint.covers_through_seq, checkpoint.prune_through_seq) > last_seq:
+                raise ConflictError("checkpoint covers messages that do not exist")
+            _insert_checkpoint(c, conversation_pk, checkpoint)
+            c.execute(
+                "UPDATE conversations SET epoch = ? WHERE pk = ?",
+                (checkpoint.epoch, conversation_pk),
+            )
+            row = c.execute(
+                f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.pk = ?", (conversation_pk,)
+            ).fetchone()
+            return _conversation(row)
+
+        return await self._write(run)
 
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
         return await self._write(lambda c: _commit_turn(c, commit))
@@ -294,6 +367,28 @@ def _resolve(c: sqlite3.Connection, tenant_id: str, conversation_id: str) -> Con
     return None if row is None else _conversation(row)
 
 
+def _insert_checkpoint(c: sqlite3.Connection, conversation_pk: int, cp: Checkpoint) -> None:
+    c.execute(
+        f"INSERT INTO checkpoints (conversation_pk, {_CKPT_COLS}) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            conversation_pk,
+            cp.epoch,
+            cp.covers_through_seq,
+            cp.prune_through_seq,
+            cp.summary,
+            _dumps(cp.ledger),
+            cp.tokens_before,
+            cp.tokens_after,
+            cp.model,
+            cp.prompt_version,
+            _dumps(cp.stats),
+            cp.turn_id,
+            cp.created_at or time.time(),
+        ),
+    )
+
+
 def _insert_turn(
     c: sqlite3.Connection,
     conversation_pk: int,
@@ -304,8 +399,8 @@ def _insert_turn(
     usage = turn.usage or {}
     c.execute(
         "INSERT INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
-        "completion_tokens, usage, error, first_seq, last_seq, compacted, started_at, "
-        "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "completion_tokens, usage, error, first_seq, last_seq, compacted, notes, started_at, "
+        "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             turn.id,
             conversation_pk,
@@ -319,6 +414,7 @@ def _insert_turn(
             first_seq,
             last_seq,
             int(turn.compacted),
+            _dumps(turn.notes),
             turn.started_at,
             turn.first_token_at,
             turn.finished_at,
@@ -361,6 +457,9 @@ def _commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
                 (pk, new.forked_from_pk, new.forked_from_seq),
             )
             last_seq = new.forked_from_seq
+        if commit.inherit_checkpoint is not None:
+            _insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
+            c.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
     else:
         assert commit.conversation_pk is not None
         pk = commit.conversation_pk
@@ -397,10 +496,20 @@ def _commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
         c.execute(
             "UPDATE conversations SET system_prompt = ? WHERE pk = ?", (commit.system_prompt, pk)
         )
+    prompt_tokens = (commit.turn.usage or {}).get("prompt_tokens")
     c.execute(
         "UPDATE conversations SET last_seq = ?, turn_count = turn_count + 1, updated_at = ?, "
-        "model = COALESCE(?, model) WHERE pk = ?",
-        (new_last, now, commit.turn.model, pk),
+        "model = COALESCE(?, model), usage_prompt_tokens = ?, usage_through_seq = ?, "
+        "usage_epoch = ? WHERE pk = ?",
+        (
+            new_last,
+            now,
+            commit.turn.model,
+            prompt_tokens if isinstance(prompt_tokens, int) else None,
+            new_last - 1,
+            commit.view_epoch,
+            pk,
+        ),
     )
     _insert_turn(c, pk, commit.turn, first_seq if rows else None, new_last if rows else None)
     row = c.execute(f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()

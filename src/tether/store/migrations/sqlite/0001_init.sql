@@ -23,6 +23,9 @@ CREATE TABLE conversations (
     last_seq        INTEGER NOT NULL DEFAULT 0,
     turn_count      INTEGER NOT NULL DEFAULT 0,
     epoch           INTEGER NOT NULL DEFAULT 0,
+    usage_prompt_tokens INTEGER,  -- the upstream's prompt_tokens on the last turn
+    usage_through_seq   INTEGER,  -- last seq that prompt held
+    usage_epoch         INTEGER,  -- the epoch that prompt was built on
     forked_from_pk  INTEGER REFERENCES conversations(pk),
     forked_from_seq INTEGER,
     created_at      REAL NOT NULL,
@@ -52,6 +55,7 @@ CREATE TABLE turns (
     first_seq         INTEGER,
     last_seq          INTEGER,
     compacted         INTEGER NOT NULL DEFAULT 0,
+    notes             TEXT,
     started_at        REAL NOT NULL,
     first_token_at    REAL,
     finished_at       REAL
@@ -76,14 +80,16 @@ CREATE TABLE messages (
 CREATE TABLE checkpoints (
     conversation_pk    INTEGER NOT NULL REFERENCES conversations(pk),
     epoch              INTEGER NOT NULL,
-    covers_through_seq INTEGER NOT NULL,
-    summary            TEXT NOT NULL,
+    covers_through_seq INTEGER NOT NULL,  -- the summary stands in for seq <= this
+    prune_through_seq  INTEGER NOT NULL,  -- large tool outputs with seq <= this are stubbed
+    summary            TEXT,
     ledger             TEXT,
     tokens_before      INTEGER,
     tokens_after       INTEGER,
     model              TEXT,
     prompt_version     TEXT,
     stats              TEXT,
+    turn_id            TEXT,
     created_at         REAL NOT NULL,
     PRIMARY KEY (conversation_pk, epoch)
 );

@@ -1,0 +1,124 @@
+"""Where to cut, and the cheap stage before summarising.
+
+A *group* starts at a non-tool message and holds the `tool` results that follow it, so an
+assistant message with `tool_calls` and all its results are never separated, and a cut (which
+only falls on a group boundary) never leaves a tail that starts with a tool result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from tether.compaction.tokens import count_message
+from tether.store.base import Message
+
+STUB_OVER_CHARS = 200
+ARG_KEEP_CHARS = 200
+
+
+def group_starts(messages: Sequence[Message]) -> list[int]:
+    """Indexes where a group begins: every non-tool message (and index 0)."""
+    return [i for i, m in enumerate(messages) if i == 0 or m.role != "tool"]
+
+
+def choose_tail_start(
+    messages: Sequence[Message],
+    budget: int,
+    min_messages: int = 8,
+    soft_ceiling: float = 1.5,
+) -> int:
+    """Index of the first message kept verbatim. Everything before it may be summarised.
+
+    Whole groups are taken from the end while they fit `budget` tokens, or while fewer than
+    `min_messages` are kept and the tail stays under `soft_ceiling × budget`. The tail always
+    holds the last user message and the last assistant reply.
+    """
+    if not messages:
+        return 0
+    starts = group_starts(messages)
+    ends = [*starts[1:], len(messages)]
+    tail_start = len(messages)
+    used = 0
+    for start, end in zip(reversed(starts), reversed(ends), strict=True):
+        size = sum(m.tokens for m in messages[start:end])
+        kept = len(messages) - tail_start
+        if kept:  # the last group is always kept
+            fits = used + size <= budget
+            short = kept < min_messages and used + size <= soft_ceiling * budget
+            if not (fits or short):
+                break
+        tail_start = start
+        used += size
+    for role in ("user", "assistant"):
+        last = max((i for i, m in enumerate(messages) if m.role == role), default=None)
+        if last is not None and last < tail_start:
+            tail_start = max(s for s in starts if s <= last)
+    return tail_start
+
+
+def _stub_text(message: Message, call_names: dict[str, str]) -> str:
+    text = message.content if isinstance(message.content, str) else orjson.dumps(message.content)
+    size = len(text)
+    name = call_names.get(message.tool_call_id or "", "tool")
+    first = " ".join(str(text)[:80].split())
+    return f"[{name} output, {size:,} chars, elided by compaction] {first}…"
+
+
+def _shorten_arguments(arguments: str) -> str:
+    """Shorten long string values inside the JSON arguments, keeping it valid JSON."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments[:ARG_KEEP_CHARS] + "…" if len(arguments) > ARG_KEEP_CHARS else arguments
+
+    def shorten(v: Any) -> Any:
+        if isinstance(v, str) and len(v) > ARG_KEEP_CHARS:
+            return v[:ARG_KEEP_CHARS] + f"… [{len(v):,} chars]"
+        if isinstance(v, list):
+            return [shorten(x) for x in v]
+        if isinstance(v, dict):
+            return {k: shorten(x) for k, x in v.items()}
+        return v
+
+    return orjson.dumps(shorten(value)).decode()
+
+
+def prune(messages: Sequence[Message], through_seq: int) -> list[Message]:
+    """The cheap stage: tool outputs over STUB_OVER_CHARS with seq <= through_seq become one-line
+    stubs and long tool-call arguments are shortened inside their JSON. Deterministic, so the
+    view derived from a checkpoint is the same every time."""
+    call_names: dict[str, str] = {}
+    out: list[Message] = []
+    for m in messages:
+        for call in m.tool_calls or ():
+            call_names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
+        if m.seq > through_seq:
+            out.append(m)
+            continue
+        if m.role == "tool":
+            size = len(m.content) if isinstance(m.content, str) else len(orjson.dumps(m.content))
+            if size > STUB_OVER_CHARS:
+                m = replace(m, content=_stub_text(m, call_names))
+                m = replace(m, tokens=count_message(m.to_openai()))
+        elif m.tool_calls:
+            calls = [
+                {
+                    **c,
+                    "function": {
+                        **c["function"],
+                        "arguments": _shorten_arguments(str(c["function"].get("arguments", ""))),
+                    },
+                }
+                if isinstance(c.get("function"), dict)
+                else c
+                for c in m.tool_calls
+            ]
+            if calls != m.tool_calls:
+                m = replace(m, tool_calls=calls)
+                m = replace(m, tokens=count_message(m.to_openai()))
+        out.append(m)
+    return out

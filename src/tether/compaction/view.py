@@ -1,0 +1,45 @@
+"""The model's view: system prompt (+ the latest summary and ledger) + messages after the
+watermark (old tool outputs stubbed) + the request's new messages. Derived, never stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tether.compaction.cut import prune
+from tether.compaction.summary import frame
+from tether.compaction.tokens import count_text
+from tether.store.base import Checkpoint, Message
+
+MESSAGE_OVERHEAD = 4
+REPLY_PRIMING = 3
+
+
+def system_block(system_prompt: str | None, checkpoint: Checkpoint | None) -> str | None:
+    if checkpoint is None or (checkpoint.summary is None and not checkpoint.ledger):
+        return system_prompt
+    block = frame(checkpoint.summary, checkpoint.ledger)
+    return f"{system_prompt}\n\n{block}" if system_prompt else block
+
+
+def tail_messages(stored: Sequence[Message], checkpoint: Checkpoint | None) -> list[Message]:
+    """Stored conversation messages the model still sees verbatim (or stubbed)."""
+    covers = checkpoint.covers_through_seq if checkpoint else 0
+    kept = [m for m in stored if m.seq > covers and m.role not in ("system", "developer")]
+    if checkpoint and checkpoint.prune_through_seq > covers:
+        kept = prune(kept, checkpoint.prune_through_seq)
+    return kept
+
+
+def render(system: str | None, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    view: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    view.extend(m.to_openai() for m in messages if m.role not in ("system", "developer"))
+    return view
+
+
+def estimate(system: str | None, messages: Sequence[Message]) -> int:
+    """Estimated prompt tokens of a view (messages carry their own counts)."""
+    total = REPLY_PRIMING + sum(m.tokens for m in messages if m.role not in ("system", "developer"))
+    if system:
+        total += MESSAGE_OVERHEAD + count_text(system)
+    return total

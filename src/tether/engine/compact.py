@@ -1,0 +1,164 @@
+"""Running one compaction: cheap stage first, then the summary; committed as a checkpoint.
+
+The watermark is fixed from the messages loaded before the summariser call; the checkpoint
+commits over those only, so messages committed meanwhile stay in the view.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from tether.compaction import ledger, summary
+from tether.compaction.cut import choose_tail_start, prune
+from tether.compaction.policy import Budget
+from tether.compaction.view import estimate, system_block, tail_messages
+from tether.errors import TetherError
+from tether.store.base import Checkpoint, ConflictError, Conversation, Message, Store
+from tether.upstream.client import Upstream
+
+log = structlog.get_logger("tether.compaction")
+
+
+class CompactionFailed(Exception):
+    """The summariser could not produce a summary; nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    conversation: Conversation
+    checkpoint: Checkpoint
+
+
+async def compact(
+    store: Store,
+    upstream: Upstream,
+    conv: Conversation,
+    checkpoint: Checkpoint | None,
+    stored: Sequence[Message],
+    new: Sequence[Message],
+    budget: Budget,
+    model: str,
+    min_tail_messages: int,
+    turn_id: str | None = None,
+    force: bool = False,
+) -> Compacted | None:
+    """Compact `conv` (whose messages after the current watermark are `stored`; `new` are the
+    request's uncommitted messages, always kept). None if there is nothing to compact."""
+    started = time.perf_counter()
+    system = conv.system_prompt
+    visible = tail_messages(stored, checkpoint)
+    before = estimate(system_block(system, checkpoint), [*visible, *new])
+    start = choose_tail_start([*visible, *new], budget.tail_tokens, min_tail_messages)
+    start = min(start, len(visible))
+    if start == 0:
+        log.info("compaction.nothing_to_cut", conversation=conv.id, tokens=before)
+        return None
+    head = visible[:start]
+    cut_seq = head[-1].seq
+    covers = checkpoint.covers_through_seq if checkpoint else 0
+    pruned_through = checkpoint.prune_through_seq if checkpoint else 0
+    epoch = conv.epoch + 1
+
+    # the cheap stage: stub old tool outputs, shorten old tool arguments
+    if cut_seq > pruned_through:
+        pruned = prune(visible, cut_seq)
+        trial = Checkpoint(
+            epoch,
+            covers,
+            cut_seq,
+            checkpoint.summary if checkpoint else None,
+            checkpoint.ledger if checkpoint else [],
+            before,
+            0,
+            None,
+            summary.PROMPT_VERSION,
+            {},
+        )
+        after = estimate(system_block(system, trial), [*pruned, *new])
+        if after <= budget.limit and not force and after < before:
+            stats = {
+                "kind": "prune",
+                "saved": round(1 - after / before, 4),
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            return await _commit(store, conv, _replace_tokens(trial, after, stats, turn_id))
+    span = prune(head, cut_seq)
+    summary_budget = budget.summary_tokens(sum(m.tokens for m in span))
+    request = summary.summariser_request(
+        model, checkpoint.summary if checkpoint else None, span, summary_budget
+    )
+    llm_started = time.perf_counter()
+    try:
+        response = await upstream.complete(request)
+        text = summary.summary_from_response(response)
+    except (TetherError, ValueError) as exc:
+        log.warning("compaction.summariser_failed", conversation=conv.id, error=str(exc))
+        raise CompactionFailed(str(exc)) from exc
+    llm_ms = (time.perf_counter() - llm_started) * 1000
+    originals = [m for m in stored if covers < m.seq <= cut_seq and m.role != "system"]
+    new_ledger = ledger.merge_ledgers(
+        checkpoint.ledger if checkpoint else [], ledger.extract(summary.span_text(originals))
+    )
+    result = Checkpoint(
+        epoch,
+        cut_seq,
+        max(cut_seq, pruned_through),
+        text,
+        new_ledger,
+        before,
+        0,
+        model,
+        summary.PROMPT_VERSION,
+        {},
+    )
+    after = estimate(system_block(system, result), [*visible[start:], *new])
+    total_ms = (time.perf_counter() - started) * 1000
+    stats = {
+        "kind": "summary",
+        "saved": round(1 - after / before, 4) if before else 0.0,
+        "messages_summarised": len(head),
+        "summary_tokens": (response.get("usage") or {}).get("completion_tokens"),
+        "ms": round(total_ms - llm_ms, 2),
+        "llm_ms": round(llm_ms, 2),
+    }
+    return await _commit(store, conv, _replace_tokens(result, after, stats, turn_id))
+
+
+def _replace_tokens(
+    c: Checkpoint, after: int, stats: dict[str, object], turn_id: str | None
+) -> Checkpoint:
+    return Checkpoint(
+        c.epoch,
+        c.covers_through_seq,
+        c.prune_through_seq,
+        c.summary,
+        c.ledger,
+        c.tokens_before,
+        after,
+        c.model,
+        c.prompt_version,
+        stats,
+        turn_id,
+    )
+
+
+async def _commit(store: Store, conv: Conversation, checkpoint: Checkpoint) -> Compacted | None:
+    try:
+        updated = await store.commit_checkpoint(conv.pk, checkpoint)
+    except ConflictError as exc:
+        log.info("compaction.lost_race", conversation=conv.id, reason=str(exc))
+        return None
+    log.info(
+        "compaction.done",
+        conversation=conv.id,
+        epoch=checkpoint.epoch,
+        kind=checkpoint.stats.get("kind"),
+        covers_through_seq=checkpoint.covers_through_seq,
+        tokens_before=checkpoint.tokens_before,
+        tokens_after=checkpoint.tokens_after,
+    )
+    return Compacted(updated, checkpoint)

@@ -1,0 +1,127 @@
+"""Loading a turn's context: the conversation, its latest checkpoint, the merge plan, the view,
+the token count and the budget it is measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tether.compaction.policy import Budget
+from tether.compaction.view import estimate, render, system_block, tail_messages
+from tether.config import Settings
+from tether.engine.ids import mint_conversation_id
+from tether.engine.merge import MergePlan, merge
+from tether.engine.types import TurnRequest, title_of, with_tokens
+from tether.store.base import Checkpoint, Conversation, Message, NewConversation, Store
+
+
+@dataclass(slots=True)
+class Target:
+    """Where the turn commits and what the model sees."""
+
+    tenant_id: str
+    conv: Conversation | None  # the stored conversation (a fork's parent)
+    new: NewConversation | None  # set when the turn creates a conversation (maybe a fork)
+    plan: MergePlan
+    checkpoint: Checkpoint | None  # the checkpoint the view is built on
+    model: str
+
+    @property
+    def conversation_id(self) -> str:
+        if self.new is not None:
+            return self.new.id
+        assert self.conv is not None
+        return self.conv.id
+
+    @property
+    def forked_from(self) -> tuple[str, int] | None:
+        if self.new is not None and self.conv is not None:
+            return (self.conv.id, self.plan.fork_seq or 0)
+        return None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the view is built on (a fork renumbers an inherited checkpoint as 1)."""
+        if self.checkpoint is None:
+            return 0
+        return 1 if self.new is not None else self.checkpoint.epoch
+
+    @property
+    def can_compact(self) -> bool:
+        return self.conv is not None and self.new is None
+
+    def view_messages(self) -> tuple[str | None, list[Message]]:
+        system = system_block(self.plan.system_prompt, self.checkpoint)
+        kept = tail_messages(self.plan.history, self.checkpoint)
+        return system, [*kept, *(m for m in self.plan.new if m.role != "system")]
+
+    def view(self) -> list[dict[str, Any]]:
+        return render(*self.view_messages())
+
+    def prompt_tokens(self) -> int:
+        """The upstream's reported prompt size of the last turn plus what was added since, when
+        the view is still built the same way; else an offline estimate of the whole view."""
+        system, messages = self.view_messages()
+        conv = self.conv
+        if (
+            conv is not None
+            and self.new is None
+            and conv.usage_prompt_tokens
+            and conv.usage_through_seq is not None
+            and conv.usage_epoch == conv.epoch
+            and not self.plan.system_changed
+        ):
+            since = sum(m.tokens for m in messages if m.seq > conv.usage_through_seq or not m.seq)
+            return conv.usage_prompt_tokens + since
+        return estimate(system, messages)
+
+
+def budget_for(settings: Settings, model: str, params: dict[str, Any]) -> Budget:
+    window = settings.model_context_windows.get(model, settings.default_context_window)
+    max_tokens = params.get("max_completion_tokens") or params.get("max_tokens")
+    if isinstance(max_tokens, int) and 0 < max_tokens < window:
+        reserved = max_tokens
+    else:
+        reserved = min(settings.reserved_output_tokens, window // 4)
+    threshold = settings.model_compaction_thresholds.get(model, settings.compaction_threshold)
+    return Budget(window, reserved, threshold, settings.compaction_tail_ratio)
+
+
+async def load_target(store: Store, req: TurnRequest, lock_id: str | None, model: str) -> Target:
+    conv = await store.resolve(req.tenant_id, lock_id) if lock_id else None
+    checkpoint = await store.latest_checkpoint(conv.pk) if conv and conv.epoch else None
+    mode = req.history
+    if mode == "auto":
+        mode = "replay" if any(m.role == "assistant" for m in req.messages) else "append"
+    stored: list[Message] = []
+    if conv is not None:
+        # a full-history client is compared with the whole transcript; otherwise the model's
+        # view (messages after the watermark) is all that is read
+        after = 0 if mode == "replay" or checkpoint is None else checkpoint.covers_through_seq
+        stored = await store.load_messages(conv.pk, after_seq=after)
+    plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode)
+    plan = MergePlan(
+        plan.system_prompt,
+        plan.system_changed,
+        plan.history,
+        [with_tokens(m) for m in plan.new],
+        plan.fork_seq,
+    )
+    if conv is None:
+        new = NewConversation(lock_id or mint_conversation_id(), title_of(plan.new), model)
+        return Target(req.tenant_id, None, new, plan, None, model)
+    if plan.fork_seq is not None:
+        fork = NewConversation(mint_conversation_id(), conv.title, model, conv.pk, plan.fork_seq)
+        inherited = await _checkpoint_within(store, conv.pk, plan.fork_seq) if conv.epoch else None
+        return Target(req.tenant_id, conv, fork, plan, inherited, model)
+    return Target(req.tenant_id, conv, None, plan, checkpoint, model)
+
+
+async def _checkpoint_within(store: Store, conversation_pk: int, seq: int) -> Checkpoint | None:
+    """The parent's latest checkpoint that only covers messages the fork shares."""
+    candidates = [
+        c
+        for c in await store.list_checkpoints(conversation_pk)
+        if c.covers_through_seq <= seq and c.prune_through_seq <= seq
+    ]
+    return candidates[-1] if candidates else None

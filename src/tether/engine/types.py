@@ -1,0 +1,91 @@
+"""The turn's data: what was asked, where it runs, how its output reaches the client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tether.compaction.policy import CompactionMode
+from tether.compaction.tokens import count_message
+from tether.engine.merge import HistoryMode, text_of
+from tether.store.base import Message
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    tenant_id: str
+    conversation_id: str | None
+    messages: list[Message]
+    model: str | None
+    stream: bool
+    include_usage: bool
+    params: dict[str, Any]
+    history: HistoryMode = "auto"
+    compaction: CompactionMode = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInfo:
+    """Where a turn ran: reported in headers and in the `tether` object."""
+
+    conversation_id: str
+    turn_id: str
+    epoch: int
+    forked_from: tuple[str, int] | None = None
+    compacted: bool = False
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+
+    def tether(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "conversation_id": self.conversation_id,
+            "turn_id": self.turn_id,
+            "epoch": self.epoch,
+            "compacted": self.compacted,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+        }
+        if self.forked_from:
+            out["forked_from"] = {
+                "conversation_id": self.forked_from[0],
+                "seq": self.forked_from[1],
+            }
+        return out
+
+
+class RunningTurn:
+    """The turn's outlets. Streaming: `events` carries SSE payloads (JSON bytes, or a comment
+    line starting with b':'), then None. JSON: `result` resolves to the response body."""
+
+    def __init__(self, stream: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.stream = stream
+        self.ready: asyncio.Future[TurnInfo] = loop.create_future()
+        self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.events: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+
+def with_tokens(m: Message) -> Message:
+    return replace(m, tokens=count_message(m.to_openai()))
+
+
+def title_of(messages: list[Message]) -> str | None:
+    for m in messages:
+        if m.role == "user":
+            text = " ".join(text_of(m.content).split())
+            return text[:80] or None
+    return None
+
+
+def assistant_message(openai_message: dict[str, Any], tokens: int | None) -> Message:
+    known = {"role", "content", "tool_calls", "tool_call_id", "name"}
+    extra = {k: v for k, v in openai_message.items() if k not in known and v is not None}
+    msg = Message(
+        role="assistant",
+        content=openai_message.get("content"),
+        tool_calls=openai_message.get("tool_calls") or None,
+        name=openai_message.get("name"),
+        extra=extra or None,
+    )
+    return with_tokens(msg) if tokens is None else replace(msg, tokens=tokens)
