@@ -23,7 +23,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         413, "request_too_large", f"the request body is larger than {limit} bytes"
     )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_big
     parts: list[bytes] = []
     size = 0

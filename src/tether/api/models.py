@@ -36,6 +36,8 @@ class ChatMessage(BaseModel):
             raise ValueError("a tool message needs tool_call_id")
         if self.role in ("system", "developer", "user") and self.content is None:
             raise ValueError(f"a {self.role} message needs content")
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -31,13 +32,25 @@ def _state(request: Request) -> AppState:
 
 
 def _conversation_id(request: Request, body_value: str | None) -> str | None:
-    for header in ("x-tether-conversation", "x-hermes-session-id"):
-        value = request.headers.get(header)
-        if value is not None:
-            return check_conversation_id(value.strip(), header)
-    if body_value is not None:
-        return check_conversation_id(body_value, "conversation")
-    return None
+    """The id named by X-Tether-Conversation, X-Hermes-Session-Id or the body's
+    `conversation` (all the same meaning; naming two different ids is an error)."""
+    named = {
+        param: check_conversation_id(value.strip(), param)
+        for param, value in (
+            ("x-tether-conversation", request.headers.get("x-tether-conversation")),
+            ("x-hermes-session-id", request.headers.get("x-hermes-session-id")),
+            ("conversation", body_value),
+        )
+        if value is not None
+    }
+    if len(set(named.values())) > 1:
+        raise TetherError(
+            400,
+            "conflicting_conversation_ids",
+            f"the request names different conversations: {named}",
+            param=next(iter(named)),
+        )
+    return next(iter(named.values()), None)
 
 
 def _history_mode(request: Request) -> HistoryMode:
@@ -46,7 +59,7 @@ def _history_mode(request: Request) -> HistoryMode:
         raise TetherError(
             400,
             "invalid_header",
-            "X-Tether-History must be 'append' or 'replay'",
+            "X-Tether-History must be 'auto', 'append' or 'replay'",
             param="x-tether-history",
         )
     return cast(HistoryMode, value)
@@ -154,7 +167,7 @@ async def get_messages(request: Request) -> Response:
     """The full transcript, oldest first (`?after=SEQ` to page on)."""
     state, conv = await _owned(request)
     after = request.query_params.get("after", "0")
-    if not after.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", after):
         raise TetherError(400, "invalid_request", "after must be a message seq", param="after")
     messages = await state.store.load_messages(conv.pk, int(after))
     data = [

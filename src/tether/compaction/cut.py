@@ -35,7 +35,8 @@ def choose_tail_start(
 
     Whole groups are taken from the end while they fit `budget` tokens, or while fewer than
     `min_messages` are kept and the tail stays under `soft_ceiling × budget`. The tail always
-    holds the last user message and the last assistant reply.
+    holds the last user message and the last assistant reply, and opens with a user message
+    when one lies between its start and those two.
     """
     if not messages:
         return 0
@@ -53,10 +54,20 @@ def choose_tail_start(
                 break
         tail_start = start
         used += size
-    for role in ("user", "assistant"):
-        last = max((i for i, m in enumerate(messages) if m.role == role), default=None)
+    last_of = {
+        role: max((i for i, m in enumerate(messages) if m.role == role), default=None)
+        for role in ("user", "assistant")
+    }
+    for last in last_of.values():
         if last is not None and last < tail_start:
             tail_start = max(s for s in starts if s <= last)
+    # Prefer a tail that opens with a user message (some chat templates insist on it), as long
+    # as the last assistant reply stays in it.
+    if messages[tail_start].role != "user":
+        bound = min((i for i in last_of.values() if i is not None), default=tail_start)
+        tail_start = next(
+            (i for i in range(tail_start, bound + 1) if messages[i].role == "user"), tail_start
+        )
     return tail_start
 
 

@@ -106,7 +106,8 @@ class Engine:
                 budget = budget_for(self.settings, model, req.params)
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
-                running.ready.set_result(_info(target, turn, outcome))
+                if not req.stream:  # a stream is ready at its first token (see _stream)
+                    running.ready.set_result(_info(target, turn, outcome))
                 if outcome.compacted and req.stream:
                     running.events.put_nowait(_compaction_comment(target, outcome))
                 for attempt in range(OVERFLOW_RETRIES + 1):
@@ -249,7 +250,9 @@ class Engine:
         held: list[dict[str, Any]] = []  # the finish chunk and the usage chunk wait for commit
         async for chunk in self.upstream.stream(body):
             if turn.first_token_at is None:
+                # headers go out now: an upstream failure before this is a plain HTTP error
                 turn.first_token_at = time.time()
+                running.ready.set_result(_info(target, turn, outcome))
             acc.add(chunk.data)
             choices = chunk.data.get("choices")
             if held or not choices or any(c.get("finish_reason") for c in choices):
@@ -260,6 +263,8 @@ class Engine:
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
         await self._commit(turn, target, reply, body["messages"])
+        if not running.ready.done():  # an upstream that streamed no chunk at all
+            running.ready.set_result(_info(target, turn, outcome))
         finish = next((c for c in held if c.get("choices")), None)
         if finish is None:
             finish = {
