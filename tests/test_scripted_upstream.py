@@ -13,6 +13,8 @@ import httpx2
 import openai
 import pytest
 
+from tether.compaction.tokens import count_messages, count_text
+
 CONTEXT_WINDOW = 200
 
 
@@ -84,9 +86,18 @@ def test_default_echo_and_usage(sdk: openai.OpenAI) -> None:
     assert resp.choices[0].message.content == "echo: hello world"
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None
-    # (8//4+4) + (5//4+4) + (2//4+4) + (11//4+4)
-    assert resp.usage.prompt_tokens == 6 + 5 + 4 + 6
-    assert resp.usage.completion_tokens == len("echo: hello world") // 4
+    assert resp.usage.prompt_tokens == count_messages(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}],
+            },
+        ]
+    )
+    assert resp.usage.completion_tokens == count_text("echo: hello world")
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
@@ -121,7 +132,7 @@ def test_streaming_reassembles_with_usage(http: httpx2.Client, sdk: openai.OpenA
     assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == 25 // 4
+    assert chunks[-1].usage.completion_tokens == count_text("The quick brown fox jumps")
 
 
 def test_streaming_default_echo_without_usage(http: httpx2.Client) -> None:
@@ -193,13 +204,16 @@ def test_context_window_overflow(http: httpx2.Client, sdk: openai.OpenAI) -> Non
     assert models["data"][0]["context_window"] == CONTEXT_WINDOW
     with pytest.raises(openai.BadRequestError) as exc_info:
         sdk.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x" * 800}], max_tokens=10
+            model="m",
+            messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(200))}],
+            max_tokens=10,
         )
     err = exc_info.value
     assert err.status_code == 400
     assert err.code == "context_length_exceeded"
     assert "maximum context length is 200 tokens" in err.message
-    assert "resulted in 214 tokens" in err.message
+    prompt = count_messages([{"role": "user", "content": " ".join(f"w{i}" for i in range(200))}])
+    assert f"resulted in {prompt + 10} tokens" in err.message
 
 
 def test_match_and_summariser(http: httpx2.Client, sdk: openai.OpenAI) -> None:

@@ -22,6 +22,10 @@ from tether.store.base import Store
 
 app = typer.Typer(
     help="Tether: an OpenAI-compatible agent server whose conversations never lose the thread.",
+    epilog="Every setting is also an environment variable TETHER_<NAME> (e.g. TETHER_HOST, "
+    "TETHER_PORT, TETHER_DATABASE_URL, TETHER_UPSTREAM_BASE_URL, TETHER_UPSTREAM_API_KEY, "
+    "TETHER_DEFAULT_MODEL) or a key in the TOML file given by --config / TETHER_CONFIG. "
+    "The README lists them all.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -34,17 +38,21 @@ app.add_typer(conv_app, name="conversations")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    str | None, typer.Option("--config", "-c", help="TOML config file (keys as in TETHER_* env).")
+    str | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file, keys as in TETHER_* (env TETHER_CONFIG)"
+    ),
 ]
 DbOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///path.db [env TETHER_DATABASE_URL]"),
+    typer.Option("--database-url", help="sqlite:///path.db (env TETHER_DATABASE_URL)"),
 ]
 
 
 def setup_logging(level: str) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=lvl, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx2").setLevel(max(lvl, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -91,20 +99,22 @@ def _banner(settings: Settings, keys: int) -> None:
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option(help="Listen address [env TETHER_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [env TETHER_PORT]")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (env TETHER_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (env TETHER_PORT)")] = None,
     database_url: DbOpt = None,
     upstream_base_url: Annotated[
         str | None,
-        typer.Option(help="OpenAI-compatible upstream base URL [env TETHER_UPSTREAM_BASE_URL]"),
+        typer.Option(help="OpenAI-compatible upstream base URL (env TETHER_UPSTREAM_BASE_URL)"),
     ] = None,
     upstream_api_key: Annotated[
-        str | None, typer.Option(help="Upstream API key [env TETHER_UPSTREAM_API_KEY]")
+        str | None, typer.Option(help="Upstream API key (env TETHER_UPSTREAM_API_KEY)")
     ] = None,
     default_model: Annotated[
-        str | None, typer.Option(help="Model when a request names none [env TETHER_DEFAULT_MODEL]")
+        str | None, typer.Option(help="Model when a request names none (env TETHER_DEFAULT_MODEL)")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug|info|warning|error (env TETHER_LOG_LEVEL)")
+    ] = None,
 ) -> None:
     """Run the server: migrate the database, print where it runs, serve until stopped."""
     settings = load_settings(

@@ -7,6 +7,7 @@ only falls on a group boundary) never leaves a tail that starts with a tool resu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -71,31 +72,43 @@ def choose_tail_start(
     return tail_start
 
 
+def _as_text(content: Any) -> str:
+    return content if isinstance(content, str) else orjson.dumps(content).decode()
+
+
 def _stub_text(message: Message, call_names: dict[str, str]) -> str:
-    text = message.content if isinstance(message.content, str) else orjson.dumps(message.content)
-    size = len(text)
+    text = _as_text(message.content)
     name = call_names.get(message.tool_call_id or "", "tool")
-    first = " ".join(str(text)[:80].split())
-    return f"[{name} output, {size:,} chars, elided by compaction] {first}…"
+    first = " ".join(text[:80].split())
+    return f"[{name} output, {len(text):,} chars, elided by compaction] {first}…"
 
 
 def _shorten_arguments(arguments: str) -> str:
-    """Shorten long string values inside the JSON arguments, keeping it valid JSON."""
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return arguments[:ARG_KEEP_CHARS] + "…" if len(arguments) > ARG_KEEP_CHARS else arguments
+    """Shorten long string values inside the JSON arguments, keeping it valid JSON. Arguments
+    with nothing to shorten come back unchanged; shortened values stay under the limit, so
+    pruning twice changes nothing."""
+    keep = ARG_KEEP_CHARS - 24  # room for the "… [12,345 chars]" marker
+    changed = False
 
     def shorten(v: Any) -> Any:
+        nonlocal changed
         if isinstance(v, str) and len(v) > ARG_KEEP_CHARS:
-            return v[:ARG_KEEP_CHARS] + f"… [{len(v):,} chars]"
+            changed = True
+            return v[:keep] + f"… [{len(v):,} chars]"
         if isinstance(v, list):
             return [shorten(x) for x in v]
         if isinstance(v, dict):
             return {k: shorten(x) for k, x in v.items()}
         return v
 
-    return orjson.dumps(shorten(value)).decode()
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        if len(arguments) <= ARG_KEEP_CHARS:
+            return arguments
+        return json.dumps({"truncated_arguments": arguments[:keep] + "…"})
+    shortened = shorten(value)
+    return json.dumps(shortened) if changed else arguments
 
 
 def prune(messages: Sequence[Message], through_seq: int) -> list[Message]:
@@ -111,8 +124,7 @@ def prune(messages: Sequence[Message], through_seq: int) -> list[Message]:
             out.append(m)
             continue
         if m.role == "tool":
-            size = len(m.content) if isinstance(m.content, str) else len(orjson.dumps(m.content))
-            if size > STUB_OVER_CHARS:
+            if len(_as_text(m.content)) > STUB_OVER_CHARS:
                 m = replace(m, content=_stub_text(m, call_names))
                 m = replace(m, tokens=count_message(m.to_openai()))
         elif m.tool_calls:

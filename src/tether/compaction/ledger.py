@@ -2,7 +2,8 @@
 
 The ledger lists exact identifiers seen in summarised messages (URLs, paths, emails, numbers with
 units, ids and hashes, quoted names). It is carried forward verbatim from checkpoint to
-checkpoint, so identifiers survive any number of compactions even if a summary drops them.
+checkpoint, so identifiers survive any number of compactions even if a summary drops them, up to
+its cap (2,000 entries; past that the oldest entries give way).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ _SECRET_PATTERNS = [
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/]{16,}=*"),
-    re.compile(
-        r"(?i)\b(password|passwd|pwd|secret|api[_-]?key|access[_-]?token|token)"
-        r"(\s*[:=]\s*)(\"[^\"]{4,}\"|'[^']{4,}'|[^\s,;]{4,})"
+    re.compile(  # key = value, "key": "value", ENV_PREFIX_PASSWORD=value
+        r"(?i)([A-Za-z0-9_\-]*(?:password|passwd|pwd|secret|secret[_-]?key|private[_-]?key|"
+        r"api[_-]?key|access[_-]?token|auth[_-]?token|token)[\"']?)"
+        r"(\s*[:=]\s*)(\"[^\"]{4,}\"|'[^']{4,}'|[^\s,;\"'}]{4,})"
     ),
 ]
 REDACTED = "[REDACTED]"
@@ -64,7 +66,7 @@ def extract(text: str) -> list[str]:
     for pattern in _IDENTIFIERS:
         for match in pattern.finditer(text):
             groups = [g for g in match.groups() if g] if pattern.groups else []
-            value = (groups[0] if groups else match.group(0)).strip()
+            value = (groups[0] if groups else match.group(0)).strip().rstrip(".,;:!?")
             if len(value) >= 2 and REDACTED not in value:
                 found.setdefault(value, None)
     # keep order of appearance in the text, not of pattern

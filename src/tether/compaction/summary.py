@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from tether.compaction import ledger as ledger_mod
 from tether.compaction.ledger import redact
+from tether.compaction.tokens import count_text
 from tether.store.base import Message
 
 PROMPT_VERSION = "tether-summary-v1"
@@ -56,6 +58,36 @@ def _render_message(m: Message) -> str:
     if m.tool_call_id:
         line = f"[{m.seq}] tool result for {m.tool_call_id}: {content or ''}"
     return line
+
+
+def system_tokens() -> int:
+    return count_text(SYSTEM) + 8
+
+
+def chunks(span: Sequence[Message], max_tokens: int) -> list[list[Message]]:
+    """Split a span into pieces the summariser can read in one call (a message bigger than a
+    piece is cut in the middle), so a small model can fold a long span in several passes."""
+    out: list[list[Message]] = [[]]
+    used = 0
+    for m in span:
+        size = m.tokens or count_text(_render_message(m))
+        if size > max_tokens:
+            text = _render_message(m)
+            keep = max(200, max_tokens * 3 // 2)  # ~2 chars per token, on the safe side
+            m = replace(
+                m,
+                role="user" if m.role == "tool" else m.role,
+                content=text[:keep] + " …[cut for the summariser]… " + text[-keep:],
+                tool_calls=None,
+                tool_call_id=None,
+            )
+            size = count_text(str(m.content)) + 8
+        if out[-1] and used + size > max_tokens:
+            out.append([])
+            used = 0
+        out[-1].append(m)
+        used += size
+    return [c for c in out if c]
 
 
 def summariser_request(

@@ -45,13 +45,23 @@ async def compact(
     min_tail_messages: int,
     turn_id: str | None = None,
     force: bool = False,
+    current_tokens: int | None = None,
 ) -> Compacted | None:
     """Compact `conv` (whose messages after the current watermark are `stored`; `new` are the
-    request's uncommitted messages, always kept). None if there is nothing to compact."""
+    request's uncommitted messages, always kept). None if there is nothing to compact.
+
+    `current_tokens` is the view's size as the trigger measured it (the upstream's last reported
+    usage plus what was added since); the savings are applied to it so before/after stay on
+    the scale the policy uses."""
     started = time.perf_counter()
     system = conv.system_prompt
     visible = tail_messages(stored, checkpoint)
-    before = estimate(system_block(system, checkpoint), [*visible, *new])
+    estimated = estimate(system_block(system, checkpoint), [*visible, *new])
+    before = current_tokens or estimated
+
+    def measure(system_text: str | None, messages: Sequence[Message]) -> int:
+        return max(1, before - (estimated - estimate(system_text, messages)))
+
     start = choose_tail_start([*visible, *new], budget.tail_tokens, min_tail_messages)
     start = min(start, len(visible))
     if start == 0:
@@ -78,7 +88,7 @@ async def compact(
             summary.PROMPT_VERSION,
             {},
         )
-        after = estimate(system_block(system, trial), [*pruned, *new])
+        after = measure(system_block(system, trial), [*pruned, *new])
         if after <= budget.limit and not force and after < before:
             stats = {
                 "kind": "prune",
@@ -88,13 +98,18 @@ async def compact(
             return await _commit(store, conv, _replace_tokens(trial, after, stats, turn_id))
     span = prune(head, cut_seq)
     summary_budget = budget.summary_tokens(sum(m.tokens for m in span))
-    request = summary.summariser_request(
-        model, checkpoint.summary if checkpoint else None, span, summary_budget
-    )
+    max_input = budget.usable - 2 * summary_budget - summary.system_tokens() - 32
+    if max_input < 64:
+        raise CompactionFailed(f"a {budget.window}-token window is too small to summarise in")
+    text = checkpoint.summary if checkpoint else None
+    calls = 0
     llm_started = time.perf_counter()
     try:
-        response = await upstream.complete(request)
-        text = summary.summary_from_response(response)
+        for piece in summary.chunks(span, max_input):
+            request = summary.summariser_request(model, text, piece, summary_budget)
+            response = await upstream.complete(request)
+            text = summary.summary_from_response(response)
+            calls += 1
     except (TetherError, ValueError) as exc:
         log.warning("compaction.summariser_failed", conversation=conv.id, error=str(exc))
         raise CompactionFailed(str(exc)) from exc
@@ -115,13 +130,13 @@ async def compact(
         summary.PROMPT_VERSION,
         {},
     )
-    after = estimate(system_block(system, result), [*visible[start:], *new])
+    after = measure(system_block(system, result), [*visible[start:], *new])
     total_ms = (time.perf_counter() - started) * 1000
     stats = {
         "kind": "summary",
         "saved": round(1 - after / before, 4) if before else 0.0,
         "messages_summarised": len(head),
-        "summary_tokens": (response.get("usage") or {}).get("completion_tokens"),
+        "summariser_calls": calls,
         "ms": round(total_ms - llm_ms, 2),
         "llm_ms": round(llm_ms, 2),
     }

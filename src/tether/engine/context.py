@@ -3,6 +3,7 @@ the token count and the budget it is measured against."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from tether.engine.ids import mint_conversation_id
 from tether.engine.merge import MergePlan, merge
 from tether.engine.types import TurnRequest, title_of, with_tokens
 from tether.store.base import Checkpoint, Conversation, Message, NewConversation, Store
+
+_COUNT_INLINE_CHARS = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -76,8 +79,11 @@ class Target:
         return estimate(system, messages)
 
 
-def budget_for(settings: Settings, model: str, params: dict[str, Any]) -> Budget:
-    window = settings.model_context_windows.get(model, settings.default_context_window)
+def budget_for(
+    settings: Settings, model: str, params: dict[str, Any], learned: int | None = None
+) -> Budget:
+    """The budget for a model: configured window > learned from the upstream > default."""
+    window = settings.model_context_windows.get(model) or learned or settings.default_context_window
     max_tokens = params.get("max_completion_tokens") or params.get("max_tokens")
     if isinstance(max_tokens, int) and 0 < max_tokens < window:
         reserved = max_tokens
@@ -100,13 +106,12 @@ async def load_target(store: Store, req: TurnRequest, lock_id: str | None, model
         after = 0 if mode == "replay" or checkpoint is None else checkpoint.covers_through_seq
         stored = await store.load_messages(conv.pk, after_seq=after)
     plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode)
-    plan = MergePlan(
-        plan.system_prompt,
-        plan.system_changed,
-        plan.history,
-        [with_tokens(m) for m in plan.new],
-        plan.fork_seq,
-    )
+    size = sum(len(str(m.content)) for m in plan.new)
+    if size > _COUNT_INLINE_CHARS:  # counting megabytes takes a while: not on the event loop
+        counted = await asyncio.to_thread(lambda: [with_tokens(m) for m in plan.new])
+    else:
+        counted = [with_tokens(m) for m in plan.new]
+    plan = MergePlan(plan.system_prompt, plan.system_changed, plan.history, counted, plan.fork_seq)
     if conv is None:
         new = NewConversation(lock_id or mint_conversation_id(), title_of(plan.new), model)
         return Target(req.tenant_id, None, new, plan, None, model)

@@ -31,7 +31,7 @@ def checkpoint_json(c: Checkpoint) -> dict[str, Any]:
 
 async def context_report(engine: Engine, conv: Conversation, include_view: bool) -> dict[str, Any]:
     model = conv.model or engine.settings.default_model or ""
-    budget = budget_for(engine.settings, model, {})
+    budget = budget_for(engine.settings, model, {}, engine.windows.get(model))
     checkpoints = await engine.store.list_checkpoints(conv.pk)
     latest = checkpoints[-1] if checkpoints else None
     covers = latest.covers_through_seq if latest else 0
@@ -79,7 +79,7 @@ async def compact_conversation(engine: Engine, conv: Conversation) -> dict[str, 
             checkpoint,
             stored,
             [],
-            budget_for(engine.settings, model, {}),
+            budget_for(engine.settings, model, {}, engine.windows.get(model)),
             engine.settings.compaction_model or model,
             engine.settings.compaction_min_tail_messages,
             force=True,

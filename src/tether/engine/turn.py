@@ -9,6 +9,7 @@ reads `events` (streaming) or `result` (JSON).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ from tether.upstream.client import Upstream
 log = structlog.get_logger("tether.turn")
 
 DONE = b"[DONE]"
+_WINDOW_IN_MESSAGE = re.compile(
+    r"(?:maximum context length|context (?:length|window|size))(?: is| of)?\s*(\d{3,9})", re.I
+)
 OVERFLOW_RETRIES = 2
 
 
@@ -52,6 +56,7 @@ class Engine:
         self.settings = settings
         self.locks = ConversationLocks(settings.queue_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.windows: dict[str, int] = {}  # context windows learned from the upstream
 
     async def start(self, req: TurnRequest) -> tuple[RunningTurn, TurnInfo]:
         """Start a turn; return once it knows where it runs (or raise its error)."""
@@ -103,7 +108,7 @@ class Engine:
             lock_id = await self._lock_id(req)
             async with self.locks.hold(req.tenant_id, lock_id or turn.id):
                 target = await load_target(self.store, req, lock_id, model)
-                budget = budget_for(self.settings, model, req.params)
+                budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
                 if not req.stream:  # a stream is ready at its first token (see _stream)
@@ -122,6 +127,8 @@ class Engine:
                             and req.compaction != "off"
                             and target.can_compact
                         )
+                        if retry:
+                            budget = self._learn_window(model, exc.message, target, req.params)
                         if not retry or not await self._compact(
                             target, budget, turn, outcome, True
                         ):
@@ -135,6 +142,22 @@ class Engine:
             await self._fail(running, turn, target, error)
 
     # -- compaction ----------------------------------------------------------------------
+    def _learn_window(
+        self, model: str, message: str, target: Target, params: dict[str, Any]
+    ) -> Budget:
+        """The upstream said the prompt is too long: believe it. Its stated window (or, if it
+        names none, 80% of what was just sent) is used for this model from now on."""
+        match = _WINDOW_IN_MESSAGE.search(message)
+        if match:
+            window = int(match.group(1))
+        else:
+            system, messages = target.view_messages()
+            current = budget_for(self.settings, model, params, self.windows.get(model))
+            window = int(0.8 * estimate(system, messages)) + current.reserved
+        self.windows[model] = window
+        log.warning("upstream.window_learned", model=model, window=window)
+        return budget_for(self.settings, model, params, window)
+
     async def _preflight(
         self, req: TurnRequest, target: Target, budget: Budget, turn: TurnRecord, outcome: Outcome
     ) -> None:
@@ -143,12 +166,13 @@ class Engine:
         tokens = target.prompt_tokens()
         if not should_compact(tokens, budget, req.compaction):
             return
-        if req.compaction == "auto" and target.conv is not None:
+        if req.compaction == "auto" and target.conv is not None and tokens <= budget.usable:
             recent = await self.store.list_checkpoints(target.conv.pk)
             if thrashing([float(c.stats.get("saved", 1.0)) for c in recent[-2:]]):
                 turn.notes = {
-                    "compaction": "paused: the last two compactions each saved under 10%; "
-                    "send 'X-Tether-Compaction: now' to force one"
+                    "compaction": "paused: the last two compactions each saved under 10%; it "
+                    "resumes when the view no longer fits the model, or with "
+                    "'X-Tether-Compaction: now'"
                 }
                 log.warning("compaction.paused", conversation=target.conversation_id)
                 return
@@ -171,6 +195,7 @@ class Engine:
                 self.settings.compaction_min_tail_messages,
                 turn.id,
                 force,
+                target.prompt_tokens(),
             )
         except CompactionFailed as exc:
             turn.notes = {"compaction": f"failed, nothing changed: {exc}"}

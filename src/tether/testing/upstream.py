@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tether.compaction.tokens import count_messages, count_text
+
 SUMMARISER_MARKER = "[[TETHER-SUMMARISER]]"
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -58,12 +60,8 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 0
-    for m in messages:
-        total += len(message_text(m)) // 4 + 4
-        for tc in m.get("tool_calls") or ():
-            total += len(str((tc.get("function") or {}).get("arguments") or "")) // 4
-    return total
+    """Prompt tokens as a real server would count them (o200k_base, chat framing)."""
+    return count_messages(messages)
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -198,7 +196,7 @@ def create_app(context_window: int | None = None) -> Starlette:
             content: str | None = item["content"]
         else:
             content = None if tool_calls else default_reply(messages)
-        completion_tokens = max(1, len(content or "") // 4)
+        completion_tokens = max(1, count_text(content or ""))
         usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
