@@ -276,3 +276,27 @@ def test_ten_concurrent_requests_make_ten_whole_turns_in_order(
     # each upstream call saw every earlier turn whole
     for n, body in enumerate(upstream.chat_bodies()):
         assert len(body["messages"]) == 2 * n + 1
+
+
+def test_an_alias_reaches_its_conversation(
+    server: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    sdk = client(server, **{"X-Hermes-Session-Id": "alias-target-1"})
+    sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "first"}])
+    out = server.cli("conversations", "alias", "alias-target-1", "imported-session-7")
+    assert out.returncode == 0, out.stderr
+    again = server.cli("conversations", "alias", "alias-target-1", "imported-session-7")
+    assert again.returncode == 1 and "already names" in again.stderr
+    raw = client(server, **{"X-Hermes-Session-Id": "imported-session-7"}).chat.completions
+    resp = raw.with_raw_response.create(
+        model="scripted", messages=[{"role": "user", "content": "second"}]
+    )
+    assert resp.headers["x-hermes-session-id"] == "alias-target-1"
+    assert (resp.parse().model_extra or {})["tether"]["conversation_id"] == "alias-target-1"
+    assert roles_contents(upstream.chat_bodies()[-1]["messages"]) == [
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+    ]
+    assert len(server.transcript("alias-target-1")) == 4
+    assert server.transcript("imported-session-7") == []

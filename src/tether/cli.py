@@ -17,6 +17,8 @@ from tether import __version__
 from tether.api.app import create_app
 from tether.api.auth import OPEN_TENANT, hash_key, new_key
 from tether.config import Settings, load_settings
+from tether.engine.ids import check_conversation_id
+from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
 
@@ -227,6 +229,38 @@ def conversations_show(
         raise typer.Exit(1)
     for m in messages:
         print(f"[{m.seq}] {m.role}: {m.content if m.content is not None else m.tool_calls}")
+
+
+@conv_app.command("alias")
+def conversations_alias(
+    conversation_id: str,
+    alias: str,
+    tenant: Annotated[str, typer.Option(help="Tenant owning it")] = OPEN_TENANT,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Make ALIAS (e.g. the id of an imported session) resolve to CONVERSATION_ID."""
+    settings = load_settings(config, database_url=database_url)
+    try:
+        check_conversation_id(alias, "alias")
+    except TetherError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+    async def run(store: Store) -> str | None:
+        conv = await store.resolve(tenant, conversation_id)
+        if conv is None:
+            return f"no conversation {conversation_id!r} in tenant {tenant!r}"
+        if await store.resolve(tenant, alias) is not None:
+            return f"{alias!r} already names a conversation in tenant {tenant!r}"
+        await store.add_alias(tenant, alias, conv.pk)
+        return None
+
+    problem = asyncio.run(_with_store(settings, run))
+    if problem:
+        err.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(1)
+    print(f"{alias} -> {conversation_id}")
 
 
 @app.command()
