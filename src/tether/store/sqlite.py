@@ -12,13 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import orjson
-
+from tether.store import sqlite_sql as sql
 from tether.store.base import (
     Checkpoint,
     ConflictError,
@@ -30,66 +28,6 @@ from tether.store.base import (
 )
 
 T = TypeVar("T")
-
-_CONV_COLS = (
-    "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
-    "c.epoch, c.usage_prompt_tokens, c.usage_through_seq, c.usage_epoch, p.id, "
-    "c.forked_from_seq, c.created_at, c.updated_at"
-)
-_CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
-_MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
-
-
-_CKPT_COLS = (
-    "epoch, covers_through_seq, prune_through_seq, summary, ledger, tokens_before, tokens_after, "
-    "model, prompt_version, stats, turn_id, created_at"
-)
-
-
-def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
-    epoch, covers, prune, summary, ledger, before, after, model, version, stats, turn, at = row
-    return Checkpoint(
-        epoch,
-        covers,
-        prune,
-        summary,
-        _loads(ledger) or [],
-        before,
-        after,
-        model,
-        version,
-        _loads(stats) or {},
-        turn,
-        at,
-    )
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def _conversation(row: tuple[Any, ...]) -> Conversation:
-    return Conversation(*row)
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created = row
-    return Message(
-        role=role,
-        content=_loads(content),
-        tool_calls=_loads(tool_calls),
-        tool_call_id=tool_call_id,
-        name=name,
-        extra=_loads(extra),
-        tokens=tokens,
-        seq=seq,
-        turn_id=turn_id,
-        created_at=created,
-    )
 
 
 def sqlite_path(url: str) -> Path:
@@ -231,7 +169,7 @@ class SqliteStore:
 
     # -- conversations --------------------------------------------------------------------
     async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
-        return await self._read(lambda c: _resolve(c, tenant_id, conversation_id))
+        return await self._read(lambda c: sql.resolve(c, tenant_id, conversation_id))
 
     async def load_messages(
         self, conversation_pk: int, after_seq: int = 0, through_seq: int | None = None
@@ -240,32 +178,32 @@ class SqliteStore:
 
         def run(c: sqlite3.Connection) -> list[Message]:
             rows = c.execute(
-                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq > ? "
+                f"SELECT {sql.MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq > ? "
                 "AND seq <= ? ORDER BY seq",
                 (conversation_pk, after_seq, through),
             ).fetchall()
-            return [_message(r) for r in rows]
+            return [sql.message_row(r) for r in rows]
 
         return await self._read(run)
 
     async def latest_checkpoint(self, conversation_pk: int) -> Checkpoint | None:
         def run(c: sqlite3.Connection) -> Checkpoint | None:
             row = c.execute(
-                f"SELECT {_CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? "
+                f"SELECT {sql.CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? "
                 "ORDER BY epoch DESC LIMIT 1",
                 (conversation_pk,),
             ).fetchone()
-            return None if row is None else _checkpoint(row)
+            return None if row is None else sql.checkpoint_row(row)
 
         return await self._read(run)
 
     async def list_checkpoints(self, conversation_pk: int) -> list[Checkpoint]:
         def run(c: sqlite3.Connection) -> list[Checkpoint]:
             rows = c.execute(
-                f"SELECT {_CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? ORDER BY epoch",
+                f"SELECT {sql.CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? ORDER BY epoch",
                 (conversation_pk,),
             ).fetchall()
-            return [_checkpoint(r) for r in rows]
+            return [sql.checkpoint_row(r) for r in rows]
 
         return await self._read(run)
 
@@ -278,27 +216,27 @@ class SqliteStore:
                 raise ConflictError(f"conversation is at epoch {epoch}, not {checkpoint.epoch - 1}")
             if max(checkpoint.covers_through_seq, checkpoint.prune_through_seq) > last_seq:
                 raise ConflictError("checkpoint covers messages that do not exist")
-            _insert_checkpoint(c, conversation_pk, checkpoint)
+            sql.insert_checkpoint(c, conversation_pk, checkpoint)
             c.execute(
                 "UPDATE conversations SET epoch = ? WHERE pk = ?",
                 (checkpoint.epoch, conversation_pk),
             )
             row = c.execute(
-                f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.pk = ?", (conversation_pk,)
+                f"SELECT {sql.CONV_COLS} FROM {sql.CONV_FROM} WHERE c.pk = ?", (conversation_pk,)
             ).fetchone()
-            return _conversation(row)
+            return sql.conversation_row(row)
 
         return await self._write(run)
 
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
-        return await self._write(lambda c: _commit_turn(c, commit))
+        return await self._write(lambda c: sql.commit_turn(c, commit))
 
     async def record_failed_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
-        await self._write(lambda c: _insert_turn(c, conversation_pk, turn, None, None))
+        await self._write(lambda c: sql.insert_turn(c, conversation_pk, turn, None, None))
 
     async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> TurnRow | None:
         def run(c: sqlite3.Connection) -> TurnRow | None:
-            conv = _resolve(c, tenant_id, conversation_id)
+            conv = sql.resolve(c, tenant_id, conversation_id)
             if conv is None:
                 return None
             row = c.execute(
@@ -309,7 +247,14 @@ class SqliteStore:
             if row is None:
                 return None
             return TurnRow(
-                row[0], conv.id, row[1], row[2], _loads(row[3]), _loads(row[4]), row[5], row[6]
+                row[0],
+                conv.id,
+                row[1],
+                row[2],
+                sql.loads(row[3]),
+                sql.loads(row[4]),
+                row[5],
+                row[6],
             )
 
         return await self._read(run)
@@ -317,11 +262,11 @@ class SqliteStore:
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]:
         def run(c: sqlite3.Connection) -> list[Conversation]:
             rows = c.execute(
-                f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.tenant_id = ? "
+                f"SELECT {sql.CONV_COLS} FROM {sql.CONV_FROM} WHERE c.tenant_id = ? "
                 "ORDER BY c.updated_at DESC LIMIT ?",
                 (tenant_id, limit),
             ).fetchall()
-            return [_conversation(r) for r in rows]
+            return [sql.conversation_row(r) for r in rows]
 
         return await self._read(run)
 
@@ -349,168 +294,3 @@ class SqliteStore:
             return {t: int(c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
 
         return await self._read(run)
-
-
-def _resolve(c: sqlite3.Connection, tenant_id: str, conversation_id: str) -> Conversation | None:
-    row = c.execute(
-        f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.tenant_id = ? AND c.id = ?",
-        (tenant_id, conversation_id),
-    ).fetchone()
-    if row is None:
-        row = c.execute(
-            f"SELECT {_CONV_COLS} FROM conversation_aliases a "
-            "JOIN conversations c ON c.pk = a.conversation_pk "
-            "LEFT JOIN conversations p ON p.pk = c.forked_from_pk "
-            "WHERE a.tenant_id = ? AND a.alias = ?",
-            (tenant_id, conversation_id),
-        ).fetchone()
-    return None if row is None else _conversation(row)
-
-
-def _insert_checkpoint(c: sqlite3.Connection, conversation_pk: int, cp: Checkpoint) -> None:
-    c.execute(
-        f"INSERT INTO checkpoints (conversation_pk, {_CKPT_COLS}) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            conversation_pk,
-            cp.epoch,
-            cp.covers_through_seq,
-            cp.prune_through_seq,
-            cp.summary,
-            _dumps(cp.ledger),
-            cp.tokens_before,
-            cp.tokens_after,
-            cp.model,
-            cp.prompt_version,
-            _dumps(cp.stats),
-            cp.turn_id,
-            cp.created_at or time.time(),
-        ),
-    )
-
-
-def _insert_turn(
-    c: sqlite3.Connection,
-    conversation_pk: int,
-    turn: TurnRecord,
-    first_seq: int | None,
-    last_seq: int | None,
-) -> None:
-    usage = turn.usage or {}
-    c.execute(
-        "INSERT INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
-        "completion_tokens, usage, error, first_seq, last_seq, compacted, notes, started_at, "
-        "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            turn.id,
-            conversation_pk,
-            turn.status,
-            turn.model,
-            int(turn.stream),
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            _dumps(turn.usage),
-            _dumps(turn.error),
-            first_seq,
-            last_seq,
-            int(turn.compacted),
-            _dumps(turn.notes),
-            turn.started_at,
-            turn.first_token_at,
-            turn.finished_at,
-        ),
-    )
-
-
-def _commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
-    now = time.time()
-    new = commit.new_conversation
-    if new is not None:
-        c.execute(
-            "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (commit.tenant_id, now)
-        )
-        try:
-            cur = c.execute(
-                "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, "
-                "forked_from_pk, forked_from_seq, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    commit.tenant_id,
-                    new.id,
-                    new.title,
-                    new.model,
-                    commit.system_prompt,
-                    new.forked_from_pk,
-                    new.forked_from_seq,
-                    now,
-                    now,
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise ConflictError(f"conversation {new.id!r} already exists") from exc
-        pk = int(cur.lastrowid or 0)
-        last_seq = 0
-        if new.forked_from_pk is not None and new.forked_from_seq:
-            c.execute(
-                f"INSERT INTO messages (conversation_pk, {_MSG_COLS}) "
-                f"SELECT ?, {_MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
-                (pk, new.forked_from_pk, new.forked_from_seq),
-            )
-            last_seq = new.forked_from_seq
-        if commit.inherit_checkpoint is not None:
-            _insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
-            c.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
-    else:
-        assert commit.conversation_pk is not None
-        pk = commit.conversation_pk
-        row = c.execute("SELECT last_seq FROM conversations WHERE pk = ?", (pk,)).fetchone()
-        last_seq = int(row[0])
-        if last_seq != commit.expected_last_seq:
-            raise ConflictError(
-                f"conversation moved on: last seq {last_seq}, expected {commit.expected_last_seq}"
-            )
-    first_seq = last_seq + 1
-    rows = []
-    for offset, m in enumerate(commit.messages):
-        rows.append(
-            (
-                pk,
-                first_seq + offset,
-                m.role,
-                _dumps(m.content),
-                _dumps(m.tool_calls),
-                m.tool_call_id,
-                m.name,
-                _dumps(m.extra),
-                m.tokens,
-                commit.turn.id,
-                now,
-            )
-        )
-    c.executemany(
-        f"INSERT INTO messages (conversation_pk, {_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
-    new_last = last_seq + len(rows)
-    if commit.system_changed and new is None:
-        c.execute(
-            "UPDATE conversations SET system_prompt = ? WHERE pk = ?", (commit.system_prompt, pk)
-        )
-    prompt_tokens = (commit.turn.usage or {}).get("prompt_tokens")
-    c.execute(
-        "UPDATE conversations SET last_seq = ?, turn_count = turn_count + 1, updated_at = ?, "
-        "model = COALESCE(?, model), usage_prompt_tokens = ?, usage_through_seq = ?, "
-        "usage_epoch = ? WHERE pk = ?",
-        (
-            new_last,
-            now,
-            commit.turn.model,
-            prompt_tokens if isinstance(prompt_tokens, int) else None,
-            new_last - 1,
-            commit.view_epoch,
-            pk,
-        ),
-    )
-    _insert_turn(c, pk, commit.turn, first_seq if rows else None, new_last if rows else None)
-    row = c.execute(f"SELECT {_CONV_COLS} FROM {_CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
-    return _conversation(row)

@@ -1,0 +1,246 @@
+"""The SQL behind the SQLite store: column lists, row mappers, and the statements of the
+transactions that take more than one line. Every function runs on a store thread with the
+connection it is given, inside the transaction the store opened."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from tether.store.base import (
+    Checkpoint,
+    ConflictError,
+    Conversation,
+    Message,
+    TurnCommit,
+    TurnRecord,
+)
+
+CONV_COLS = (
+    "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
+    "c.epoch, c.usage_prompt_tokens, c.usage_through_seq, c.usage_epoch, p.id, "
+    "c.forked_from_seq, c.created_at, c.updated_at"
+)
+CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
+MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
+
+
+CKPT_COLS = (
+    "epoch, covers_through_seq, prune_through_seq, summary, ledger, tokens_before, tokens_after, "
+    "model, prompt_version, stats, turn_id, created_at"
+)
+
+
+def checkpoint_row(row: tuple[Any, ...]) -> Checkpoint:
+    epoch, covers, prune, summary, ledger, before, after, model, version, stats, turn, at = row
+    return Checkpoint(
+        epoch,
+        covers,
+        prune,
+        summary,
+        loads(ledger) or [],
+        before,
+        after,
+        model,
+        version,
+        loads(stats) or {},
+        turn,
+        at,
+    )
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def conversation_row(row: tuple[Any, ...]) -> Conversation:
+    return Conversation(*row)
+
+
+def message_row(row: tuple[Any, ...]) -> Message:
+    seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created = row
+    return Message(
+        role=role,
+        content=loads(content),
+        tool_calls=loads(tool_calls),
+        tool_call_id=tool_call_id,
+        name=name,
+        extra=loads(extra),
+        tokens=tokens,
+        seq=seq,
+        turn_id=turn_id,
+        created_at=created,
+    )
+
+
+def resolve(c: sqlite3.Connection, tenant_id: str, conversation_id: str) -> Conversation | None:
+    row = c.execute(
+        f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.tenant_id = ? AND c.id = ?",
+        (tenant_id, conversation_id),
+    ).fetchone()
+    if row is None:
+        row = c.execute(
+            f"SELECT {CONV_COLS} FROM conversation_aliases a "
+            "JOIN conversations c ON c.pk = a.conversation_pk "
+            "LEFT JOIN conversations p ON p.pk = c.forked_from_pk "
+            "WHERE a.tenant_id = ? AND a.alias = ?",
+            (tenant_id, conversation_id),
+        ).fetchone()
+    return None if row is None else conversation_row(row)
+
+
+def insert_checkpoint(c: sqlite3.Connection, conversation_pk: int, cp: Checkpoint) -> None:
+    c.execute(
+        f"INSERT INTO checkpoints (conversation_pk, {CKPT_COLS}) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            conversation_pk,
+            cp.epoch,
+            cp.covers_through_seq,
+            cp.prune_through_seq,
+            cp.summary,
+            dumps(cp.ledger),
+            cp.tokens_before,
+            cp.tokens_after,
+            cp.model,
+            cp.prompt_version,
+            dumps(cp.stats),
+            cp.turn_id,
+            cp.created_at or time.time(),
+        ),
+    )
+
+
+def insert_turn(
+    c: sqlite3.Connection,
+    conversation_pk: int,
+    turn: TurnRecord,
+    first_seq: int | None,
+    last_seq: int | None,
+) -> None:
+    usage = turn.usage or {}
+    c.execute(
+        "INSERT INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
+        "completion_tokens, usage, error, first_seq, last_seq, compacted, notes, started_at, "
+        "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            turn.id,
+            conversation_pk,
+            turn.status,
+            turn.model,
+            int(turn.stream),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            dumps(turn.usage),
+            dumps(turn.error),
+            first_seq,
+            last_seq,
+            int(turn.compacted),
+            dumps(turn.notes),
+            turn.started_at,
+            turn.first_token_at,
+            turn.finished_at,
+        ),
+    )
+
+
+def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
+    now = time.time()
+    new = commit.new_conversation
+    if new is not None:
+        c.execute(
+            "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (commit.tenant_id, now)
+        )
+        try:
+            cur = c.execute(
+                "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, "
+                "forked_from_pk, forked_from_seq, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    commit.tenant_id,
+                    new.id,
+                    new.title,
+                    new.model,
+                    commit.system_prompt,
+                    new.forked_from_pk,
+                    new.forked_from_seq,
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"conversation {new.id!r} already exists") from exc
+        pk = int(cur.lastrowid or 0)
+        last_seq = 0
+        if new.forked_from_pk is not None and new.forked_from_seq:
+            c.execute(
+                f"INSERT INTO messages (conversation_pk, {MSG_COLS}) "
+                f"SELECT ?, {MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
+                (pk, new.forked_from_pk, new.forked_from_seq),
+            )
+            last_seq = new.forked_from_seq
+        if commit.inherit_checkpoint is not None:
+            insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
+            c.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
+    else:
+        assert commit.conversation_pk is not None
+        pk = commit.conversation_pk
+        row = c.execute("SELECT last_seq FROM conversations WHERE pk = ?", (pk,)).fetchone()
+        last_seq = int(row[0])
+        if last_seq != commit.expected_last_seq:
+            raise ConflictError(
+                f"conversation moved on: last seq {last_seq}, expected {commit.expected_last_seq}"
+            )
+    first_seq = last_seq + 1
+    rows = []
+    for offset, m in enumerate(commit.messages):
+        rows.append(
+            (
+                pk,
+                first_seq + offset,
+                m.role,
+                dumps(m.content),
+                dumps(m.tool_calls),
+                m.tool_call_id,
+                m.name,
+                dumps(m.extra),
+                m.tokens,
+                commit.turn.id,
+                now,
+            )
+        )
+    c.executemany(
+        f"INSERT INTO messages (conversation_pk, {MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    new_last = last_seq + len(rows)
+    if commit.system_changed and new is None:
+        c.execute(
+            "UPDATE conversations SET system_prompt = ? WHERE pk = ?", (commit.system_prompt, pk)
+        )
+    prompt_tokens = (commit.turn.usage or {}).get("prompt_tokens")
+    c.execute(
+        "UPDATE conversations SET last_seq = ?, turn_count = turn_count + 1, updated_at = ?, "
+        "model = COALESCE(?, model), usage_prompt_tokens = ?, usage_through_seq = ?, "
+        "usage_epoch = ? WHERE pk = ?",
+        (
+            new_last,
+            now,
+            commit.turn.model,
+            prompt_tokens if isinstance(prompt_tokens, int) else None,
+            new_last - 1,
+            commit.view_epoch,
+            pk,
+        ),
+    )
+    insert_turn(c, pk, commit.turn, first_seq if rows else None, new_last if rows else None)
+    row = c.execute(f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
+    return conversation_row(row)
