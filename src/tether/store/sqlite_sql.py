@@ -181,11 +181,15 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
         pk = int(cur.lastrowid or 0)
         last_seq = 0
         if new.forked_from_pk is not None and new.forked_from_seq:
-            c.execute(
+            copied = c.execute(
                 f"INSERT INTO messages (conversation_pk, {MSG_COLS}) "
                 f"SELECT ?, {MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
                 (pk, new.forked_from_pk, new.forked_from_seq),
-            )
+            ).rowcount
+            if copied != new.forked_from_seq:
+                raise ConflictError(
+                    f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
+                )
             last_seq = new.forked_from_seq
         if commit.inherit_checkpoint is not None:
             insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
@@ -194,6 +198,8 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
         assert commit.conversation_pk is not None
         pk = commit.conversation_pk
         row = c.execute("SELECT last_seq FROM conversations WHERE pk = ?", (pk,)).fetchone()
+        if row is None:
+            raise ConflictError(f"conversation {pk} does not exist")
         last_seq = int(row[0])
         if last_seq != commit.expected_last_seq:
             raise ConflictError(
