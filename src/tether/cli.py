@@ -21,6 +21,7 @@ from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
+from tether.upstream import local
 
 app = typer.Typer(
     help="Tether: an OpenAI-compatible agent server whose conversations never lose the thread.",
@@ -36,7 +37,9 @@ keys_app = typer.Typer(
 )
 conv_app = typer.Typer(help="Inspect stored conversations.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+local_app = typer.Typer(help="The bundled local model (tether[local]).", no_args_is_help=True)
 app.add_typer(conv_app, name="conversations")
+app.add_typer(local_app, name="local-model")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -76,9 +79,11 @@ async def _with_store(settings: Settings, fn: Any) -> Any:
         await store.close()
 
 
-def _banner(settings: Settings, keys: int) -> None:
+def _banner(settings: Settings, keys: int, local_model: bool = False) -> None:
     auth = f"on ({keys} key{'s' if keys != 1 else ''})" if keys else "OFF"
     upstream = settings.upstream_base_url or "not configured (chat requests answer 503)"
+    if local_model:
+        upstream += " (the bundled local model; Gemma terms apply to its weights)"
     err.print(f"[bold]Tether {__version__}[/bold]")
     err.print(f"  listening  http://{settings.host}:{settings.port}")
     err.print(f"  database   {settings.database_url}")
@@ -91,10 +96,16 @@ def _banner(settings: Settings, keys: int) -> None:
             "[bold yellow]WARNING: no API keys exist, so anyone who can reach this port can use "
             "it. Create one with `tether keys create`.[/bold yellow]"
         )
-    if not settings.upstream_base_url:
+    if local_model:
+        err.print(
+            "  To use a real provider instead, set TETHER_UPSTREAM_BASE_URL, "
+            "TETHER_UPSTREAM_API_KEY and TETHER_DEFAULT_MODEL."
+        )
+    elif not settings.upstream_base_url:
         err.print(
             "[yellow]Set TETHER_UPSTREAM_BASE_URL (and TETHER_UPSTREAM_API_KEY, "
-            "TETHER_DEFAULT_MODEL) to answer chat requests.[/yellow]"
+            "TETHER_DEFAULT_MODEL) to answer chat requests, or install the local model: "
+            "pip install 'tether[local]'.[/yellow]"
         )
 
 
@@ -145,17 +156,51 @@ def serve(
             "create one with `tether keys create` or bind to 127.0.0.1"
         )
         raise typer.Exit(2)
-    _banner(settings, keys)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
+    settings, local_server = _start_local_model(settings)
+    _banner(settings, keys, local_server is not None)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if local_server is not None:
+            local_server.stop()
+
+
+def _start_local_model(settings: Settings) -> tuple[Settings, local.LocalModelServer | None]:
+    """With no upstream configured, run the bundled local model when it is installed."""
+    if settings.upstream_base_url or settings.local_model == "off":
+        return settings, None
+    state = local.status()
+    if not state.installed:
+        return settings, None
+    err.print("[bold]starting the local model[/bold] (llama.cpp, Gemma 3 270M, 2048 tokens)…")
+    server = local.LocalModelServer(
+        local.ensure_model(), log_path=local.model_dir() / "llama-server.log"
     )
+    try:
+        server.start()
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    update = {
+        "upstream_base_url": server.base_url,
+        "default_model": settings.default_model or local.MODEL_ALIAS,
+        "model_context_windows": {
+            local.MODEL_ALIAS: local.CONTEXT_WINDOW,
+            **settings.model_context_windows,
+        },
+        "default_max_tokens": settings.default_max_tokens or local.DEFAULT_MAX_TOKENS,
+        "upstream_system_role": "inline",  # Gemma's chat template drops system messages
+    }
+    return settings.model_copy(update=update), server
 
 
 @app.command()
@@ -261,6 +306,27 @@ def conversations_alias(
         err.print(f"[red]error:[/red] {problem}")
         raise typer.Exit(1)
     print(f"{alias} -> {conversation_id}")
+
+
+@local_app.command("status")
+def local_status() -> None:
+    """Is the bundled local model installed, and where is its file?"""
+    state = local.status()
+    print(f"llama-cpp-python: {'installed' if state.server_installed else 'missing'}")
+    print(f"model package:    {'installed' if state.model_installed else 'missing'}")
+    print(f"model file:       {state.model_path or 'not assembled yet (first serve does it)'}")
+    print(f"status:           {state.detail}")
+    if not state.installed:
+        raise typer.Exit(1)
+
+
+@local_app.command("path")
+def local_path() -> None:
+    """Print the model file's path (assembling it from the package if needed)."""
+    if not local.status().model_installed:
+        err.print("the model package is missing: pip install 'tether[local]'")
+        raise typer.Exit(1)
+    print(local.ensure_model())
 
 
 @app.command()

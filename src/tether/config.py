@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     )
     compaction_model: str | None = Field(
         None, description="Model that writes summaries (default: the conversation's model)."
+    )
+    default_max_tokens: int | None = Field(
+        None, description="max_tokens sent upstream when a request sets none (local model: 256)."
+    )
+    upstream_system_role: Literal["native", "inline"] = Field(
+        "native",
+        description="inline: fold the system message into the first user message, for chat "
+        "templates that drop system messages (the local Gemma model uses this).",
+    )
+    local_model: Literal["auto", "off"] = Field(
+        "auto",
+        description="With no upstream configured, run the bundled local model (tether[local]) "
+        "as the upstream: auto, or off.",
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 

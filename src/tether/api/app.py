@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +22,9 @@ from tether.engine.turn import Engine
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
-from tether.upstream.client import HttpUpstream, Upstream
+from tether.upstream.client import HttpUpstream, Upstream, context_windows
+
+log = structlog.get_logger("tether.app")
 
 REQUEST_HEADERS = [
     "Authorization",
@@ -46,6 +50,19 @@ def make_upstream(settings: Settings) -> Upstream | None:
     )
 
 
+async def _discover_windows(upstream: Upstream, engine: Engine) -> None:
+    """Learn context windows from the upstream's model list, when it reports them."""
+    try:
+        models = await asyncio.wait_for(upstream.models(), timeout=5)
+    except (TetherError, TimeoutError) as exc:
+        log.warning("upstream.models_unavailable", error=str(exc))
+        return
+    windows = context_windows(models)
+    engine.windows.update(windows)
+    if windows:
+        log.info("upstream.context_windows", windows=windows)
+
+
 def create_app(
     settings: Settings, store: Store | None = None, upstream: Upstream | None = None
 ) -> Starlette:
@@ -58,6 +75,8 @@ def create_app(
         await db.migrate()
         up = upstream if upstream is not None else make_upstream(settings)
         engine = Engine(db, up, settings)
+        if up is not None:
+            await _discover_windows(up, engine)
         app.state.tether = AppState(settings, db, up, engine, Authenticator(db))
         try:
             yield

@@ -43,3 +43,15 @@ def estimate(system: str | None, messages: Sequence[Message]) -> int:
     if system:
         total += MESSAGE_OVERHEAD + count_text(system)
     return total
+
+
+def inline_system(view: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For chat templates without a system role (Gemma's drops it): the system message's text
+    leads the first user message instead, so instructions and summaries still reach the model."""
+    if not view or view[0].get("role") != "system":
+        return view
+    system, rest = view[0], view[1:]
+    block = f"{system['content']}\n\n"
+    if rest and rest[0].get("role") == "user" and isinstance(rest[0].get("content"), str):
+        return [{**rest[0], "content": block + rest[0]["content"]}, *rest[1:]]
+    return [{"role": "user", "content": block.strip()}, *rest]

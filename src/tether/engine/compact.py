@@ -98,7 +98,8 @@ async def compact(
             return await _commit(store, conv, _replace_tokens(trial, after, stats, turn_id))
     span = prune(head, cut_seq)
     summary_budget = budget.summary_tokens(sum(m.tokens for m in span))
-    max_input = budget.usable - 2 * summary_budget - summary.system_tokens() - 32
+    # 0.8: the summariser's tokenizer may count up to a fifth more than ours
+    max_input = int(0.8 * (budget.usable - 2 * summary_budget - summary.system_tokens())) - 32
     if max_input < 64:
         raise CompactionFailed(f"a {budget.window}-token window is too small to summarise in")
     text = checkpoint.summary if checkpoint else None

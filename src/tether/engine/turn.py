@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import structlog
 
 from tether.compaction.policy import Budget, should_compact, thrashing
-from tether.compaction.view import estimate
+from tether.compaction.view import estimate, inline_system
 from tether.config import Settings
 from tether.engine.assemble import Assembled
 from tether.engine.compact import CompactionFailed, compact
@@ -74,6 +74,9 @@ class Engine:
                 "no model in the request and no TETHER_DEFAULT_MODEL set",
                 param="model",
             )
+        default_max = self.settings.default_max_tokens
+        if default_max and not {"max_tokens", "max_completion_tokens"} & req.params.keys():
+            req = replace(req, params={**req.params, "max_tokens": default_max})
         running = RunningTurn(req.stream)
         task = asyncio.create_task(self._run(req, running))
         self._tasks.add(task)
@@ -232,11 +235,12 @@ class Engine:
     ) -> None:
         view = target.view()
         validate_sequence(view)
-        body = {**req.params, "model": turn.model, "messages": view}
+        sent = inline_system(view) if self.settings.upstream_system_role == "inline" else view
+        body = {**req.params, "model": turn.model, "messages": sent}
         if req.stream:
-            await self._stream(req, running, target, turn, outcome, body)
+            await self._stream(req, running, target, turn, outcome, body, view)
         else:
-            await self._complete(running, target, turn, outcome, body)
+            await self._complete(running, target, turn, outcome, body, view)
 
     async def _complete(
         self,
@@ -245,6 +249,7 @@ class Engine:
         turn: TurnRecord,
         outcome: Outcome,
         body: dict[str, Any],
+        view: list[dict[str, Any]],
     ) -> None:
         assert self.upstream is not None
         response = await self.upstream.complete(body)
@@ -255,7 +260,7 @@ class Engine:
             choices[0].get("message") or {}, (usage or {}).get("completion_tokens")
         )
         turn.usage = usage
-        await self._commit(turn, target, reply, body["messages"])
+        await self._commit(turn, target, reply, view)
         response["tether"] = _info(target, turn, outcome).tether()
         running.result.set_result(response)
 
@@ -267,6 +272,7 @@ class Engine:
         turn: TurnRecord,
         outcome: Outcome,
         body: dict[str, Any],
+        view: list[dict[str, Any]],
     ) -> None:
         assert self.upstream is not None
         body["stream"] = True
@@ -287,7 +293,7 @@ class Engine:
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
-        await self._commit(turn, target, reply, body["messages"])
+        await self._commit(turn, target, reply, view)
         if not running.ready.done():  # an upstream that streamed no chunk at all
             running.ready.set_result(_info(target, turn, outcome))
         finish = next((c for c in held if c.get("choices")), None)

@@ -211,3 +211,20 @@ class HttpUpstream:
         if not isinstance(data, dict):
             raise TetherError(502, "upstream_bad_response", "the upstream sent no model list")
         return data
+
+
+_WINDOW_KEYS = ("context_window", "context_length", "max_model_len", "max_context_length", "n_ctx")
+
+
+def context_windows(models: dict[str, Any]) -> dict[str, int]:
+    """Context windows a `/v1/models` answer reports (vLLM, OpenRouter, LM Studio style keys)."""
+    out: dict[str, int] = {}
+    for model in models.get("data") or ():
+        if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+            continue
+        for key in _WINDOW_KEYS:
+            value = model.get(key) or (model.get("meta") or {}).get(key)
+            if isinstance(value, int) and value > 0:
+                out[model["id"]] = value
+                break
+    return out
