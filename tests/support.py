@@ -83,6 +83,7 @@ class TetherServer:
             "TETHER_DATABASE_URL": f"sqlite:///{db_path}",
             "TETHER_DEFAULT_MODEL": "scripted",
             "TETHER_UPSTREAM_RETRIES": "0",
+            "TETHER_LOCAL_MODEL": "off",  # tests/test_local_model.py turns it on
             **env,
         }
         if upstream_url:

@@ -77,8 +77,10 @@ def words(text: str) -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """Our environment without any TETHER_* setting, plus `extra`."""
+    """Our environment without any TETHER_* setting (and without the local model), plus
+    `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env["TETHER_LOCAL_MODEL"] = "off"
     env.update(extra)
     return env
 

@@ -39,6 +39,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TetherServer]:
     s.env = {**env, **{k: v for k, v in s.env.items() if k.startswith("TETHER_")}}
     s.env.pop("TETHER_DEFAULT_MODEL", None)
     s.env["TETHER_UPSTREAM_RETRIES"] = "1"
+    s.env["TETHER_LOCAL_MODEL"] = "auto"
     s.start(timeout=180)
     yield s
     s.stop()
