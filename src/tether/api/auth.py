@@ -25,10 +25,12 @@ def hash_key(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: Store, open_check_ttl: float = 2.0) -> None:
+    def __init__(self, store: Store, open_check_ttl: float = 2.0, key_ttl: float = 30.0) -> None:
         self.store = store
         self._ttl = open_check_ttl
         self._open: tuple[float, bool] = (0.0, False)
+        self._key_ttl = key_ttl
+        self._keys: dict[str, tuple[float, str]] = {}  # key hash → (checked at, tenant)
 
     async def is_open(self) -> bool:
         """True while no API key exists (cached for a moment)."""
@@ -45,8 +47,16 @@ class Authenticator:
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer" or not key.strip():
                 raise TetherError(401, "invalid_api_key", "use 'Authorization: Bearer <key>'")
-            tenant = await self.store.tenant_for_key(hash_key(key.strip()))
+            digest = hash_key(key.strip())
+            now = time.monotonic()
+            hit = self._keys.get(digest)
+            if hit is not None and now - hit[0] < self._key_ttl:
+                return hit[1]
+            tenant = await self.store.tenant_for_key(digest)
             if tenant is not None:
+                if len(self._keys) > 10000:
+                    self._keys.clear()
+                self._keys[digest] = (now, tenant)
                 return tenant
             if not await self.is_open():
                 raise TetherError(401, "invalid_api_key", "the API key is not valid")

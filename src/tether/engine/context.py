@@ -10,6 +10,7 @@ from typing import Any
 from tether.compaction.policy import Budget
 from tether.compaction.view import estimate, render, system_block, tail_messages
 from tether.config import Settings
+from tether.engine.cache import CachedView, Lru
 from tether.engine.ids import mint_conversation_id
 from tether.engine.merge import MergePlan, merge
 from tether.engine.types import TurnRequest, title_of, with_tokens
@@ -93,18 +94,35 @@ def budget_for(
     return Budget(window, reserved, threshold, settings.compaction_tail_ratio)
 
 
-async def load_target(store: Store, req: TurnRequest, lock_id: str | None, model: str) -> Target:
-    conv = await store.resolve(req.tenant_id, lock_id) if lock_id else None
-    checkpoint = await store.latest_checkpoint(conv.pk) if conv and conv.epoch else None
+async def load_target(
+    store: Store,
+    req: TurnRequest,
+    lock_id: str | None,
+    model: str,
+    views: Lru[tuple[str, str], CachedView] | None = None,
+) -> Target:
     mode = req.history
     if mode == "auto":
         mode = "replay" if any(m.role == "assistant" for m in req.messages) else "append"
+    full = mode == "replay"  # a full-history client is compared with the whole transcript
+    conv: Conversation | None = None
+    checkpoint: Checkpoint | None = None
     stored: list[Message] = []
-    if conv is not None:
-        # a full-history client is compared with the whole transcript; otherwise the model's
-        # view (messages after the watermark) is all that is read
-        after = 0 if mode == "replay" or checkpoint is None else checkpoint.covers_through_seq
-        stored = await store.load_messages(conv.pk, after_seq=after)
+    if lock_id is not None:
+        key = (req.tenant_id, lock_id)
+        cached = views.get(key) if views is not None else None
+        loaded = await store.load_conversation(
+            req.tenant_id, lock_id, cached.state if cached else None, full
+        )
+        conv = loaded.conversation
+        if conv is not None and loaded.messages is None and cached is not None:
+            checkpoint, stored = cached.checkpoint, cached.messages  # still current
+        elif conv is not None:
+            checkpoint, stored = loaded.checkpoint, loaded.messages or []
+            if views is not None:
+                covers = checkpoint.covers_through_seq if checkpoint else 0
+                tail = [m for m in stored if m.seq > covers] if full else stored
+                views.put(key, CachedView(conv.last_seq, conv.epoch, checkpoint, tail))
     plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode)
     size = sum(len(str(m.content)) for m in plan.new)
     if size > _COUNT_INLINE_CHARS:  # counting megabytes takes a while: not on the event loop

@@ -21,6 +21,7 @@ from tether.compaction.policy import Budget, should_compact, thrashing
 from tether.compaction.view import estimate, inline_system
 from tether.config import Settings
 from tether.engine.assemble import Assembled
+from tether.engine.cache import CachedView, Lru
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
 from tether.engine.ids import is_server_minted, mint_turn_id
@@ -28,7 +29,14 @@ from tether.engine.locks import ConversationLocks
 from tether.engine.types import RunningTurn, TurnInfo, TurnRequest, assistant_message
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
-from tether.store.base import ConflictError, Message, Store, TurnCommit, TurnRecord
+from tether.store.base import (
+    ConflictError,
+    Conversation,
+    Message,
+    Store,
+    TurnCommit,
+    TurnRecord,
+)
 from tether.upstream.client import Upstream
 
 log = structlog.get_logger("tether.turn")
@@ -57,6 +65,8 @@ class Engine:
         self.locks = ConversationLocks(settings.queue_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self.windows: dict[str, int] = {}  # context windows learned from the upstream
+        self.views: Lru[tuple[str, str], CachedView] = Lru(2048)
+        self.canonical: Lru[tuple[str, str], str] = Lru(65536)  # (tenant, any id) → its id
 
     async def start(self, req: TurnRequest) -> tuple[RunningTurn, TurnInfo]:
         """Start a turn; return once it knows where it runs (or raise its error)."""
@@ -93,7 +103,12 @@ class Engine:
         cid = req.conversation_id
         if cid is None:
             return None
+        known = self.canonical.get((req.tenant_id, cid))
+        if known is not None:  # ids never change, so this cannot go stale
+            return known
         conv = await self.store.resolve(req.tenant_id, cid)
+        if conv is not None:
+            self.canonical.put((req.tenant_id, cid), conv.id)
         if conv is None and is_server_minted(cid):
             raise TetherError(
                 404,
@@ -110,7 +125,7 @@ class Engine:
         try:
             lock_id = await self._lock_id(req)
             async with self.locks.hold(req.tenant_id, lock_id or turn.id):
-                target = await load_target(self.store, req, lock_id, model)
+                target = await load_target(self.store, req, lock_id, model, self.views)
                 budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
@@ -234,13 +249,13 @@ class Engine:
         outcome: Outcome,
     ) -> None:
         view = target.view()
-        validate_sequence(view)
+        pending = validate_sequence(view)
         sent = inline_system(view) if self.settings.upstream_system_role == "inline" else view
         body = {**req.params, "model": turn.model, "messages": sent}
         if req.stream:
-            await self._stream(req, running, target, turn, outcome, body, view)
+            await self._stream(req, running, target, turn, outcome, body, pending)
         else:
-            await self._complete(running, target, turn, outcome, body, view)
+            await self._complete(running, target, turn, outcome, body, pending)
 
     async def _complete(
         self,
@@ -249,7 +264,7 @@ class Engine:
         turn: TurnRecord,
         outcome: Outcome,
         body: dict[str, Any],
-        view: list[dict[str, Any]],
+        pending: frozenset[str],
     ) -> None:
         assert self.upstream is not None
         response = await self.upstream.complete(body)
@@ -260,7 +275,7 @@ class Engine:
             choices[0].get("message") or {}, (usage or {}).get("completion_tokens")
         )
         turn.usage = usage
-        await self._commit(turn, target, reply, view)
+        await self._commit(turn, target, reply, pending)
         response["tether"] = _info(target, turn, outcome).tether()
         running.result.set_result(response)
 
@@ -272,7 +287,7 @@ class Engine:
         turn: TurnRecord,
         outcome: Outcome,
         body: dict[str, Any],
-        view: list[dict[str, Any]],
+        pending: frozenset[str],
     ) -> None:
         assert self.upstream is not None
         body["stream"] = True
@@ -293,7 +308,7 @@ class Engine:
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
-        await self._commit(turn, target, reply, view)
+        await self._commit(turn, target, reply, pending)
         if not running.ready.done():  # an upstream that streamed no chunk at all
             running.ready.set_result(_info(target, turn, outcome))
         finish = next((c for c in held if c.get("choices")), None)
@@ -320,14 +335,14 @@ class Engine:
 
     # -- commit and failure --------------------------------------------------------------
     async def _commit(
-        self, turn: TurnRecord, target: Target, reply: Message, view: list[dict[str, Any]]
+        self, turn: TurnRecord, target: Target, reply: Message, pending: frozenset[str]
     ) -> None:
-        validate_sequence([*view, reply.to_openai()])
+        validate_sequence([reply.to_openai()], pending)  # the view was checked before the call
         turn.status = "completed"
         turn.finished_at = time.time()
         conv = target.conv
         try:
-            await self.store.commit_turn(
+            updated = await self.store.commit_turn(
                 TurnCommit(
                     tenant_id=target.tenant_id,
                     turn=turn,
@@ -349,6 +364,7 @@ class Engine:
                 f"the conversation changed during the turn: {exc}",
                 headers={"Retry-After": "1"},
             ) from exc
+        self._remember(target, updated, turn.id, reply)
         log.info(
             "turn.committed",
             conversation=target.conversation_id,
@@ -356,6 +372,30 @@ class Engine:
             messages=len(target.plan.new) + 1,
             compacted=turn.compacted,
             ms=round((turn.finished_at - turn.started_at) * 1000, 1),
+        )
+
+    def _remember(
+        self, target: Target, updated: Conversation, turn_id: str, reply: Message
+    ) -> None:
+        """Keep the conversation's view in memory with the turn's messages appended."""
+        key = (target.tenant_id, updated.id)
+        cached = self.views.get(key)
+        conv = target.conv
+        if (
+            target.new
+            or conv is None
+            or cached is None
+            or cached.state != (conv.last_seq, conv.epoch)
+        ):
+            self.views.drop(key)  # new, forked or compacted meanwhile: the next turn reads it
+            return
+        added = [
+            replace(m, seq=conv.last_seq + 1 + i, turn_id=turn_id)
+            for i, m in enumerate([*target.plan.new, reply])
+        ]
+        messages = [*cached.messages, *added]
+        self.views.put(
+            key, CachedView(updated.last_seq, updated.epoch, cached.checkpoint, messages)
         )
 
     async def _fail(

@@ -128,6 +128,16 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a turn reads, in one round trip. `checkpoint`/`messages` are None when the caller's
+    cached state (last_seq, epoch) is still current."""
+
+    conversation: Conversation | None
+    checkpoint: Checkpoint | None = None
+    messages: list[Message] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRow:
     id: str
     conversation_id: str
@@ -162,6 +172,13 @@ class Store(Protocol):
     async def load_messages(
         self, conversation_pk: int, after_seq: int = 0, through_seq: int | None = None
     ) -> list[Message]: ...
+    async def load_conversation(
+        self, tenant_id: str, conversation_id: str, cached: tuple[int, int] | None, full: bool
+    ) -> Loaded:
+        """The conversation, and unless `cached` (last_seq, epoch) is current: its latest
+        checkpoint and its messages (all of them if `full`, else those after the watermark)."""
+        ...
+
     async def latest_checkpoint(self, conversation_pk: int) -> Checkpoint | None: ...
     async def list_checkpoints(self, conversation_pk: int) -> list[Checkpoint]: ...
     async def commit_checkpoint(self, conversation_pk: int, checkpoint: Checkpoint) -> Conversation:

@@ -21,6 +21,7 @@ from tether.store.base import (
     Checkpoint,
     ConflictError,
     Conversation,
+    Loaded,
     Message,
     TurnCommit,
     TurnRecord,
@@ -183,6 +184,33 @@ class SqliteStore:
                 (conversation_pk, after_seq, through),
             ).fetchall()
             return [sql.message_row(r) for r in rows]
+
+        return await self._read(run)
+
+    async def load_conversation(
+        self, tenant_id: str, conversation_id: str, cached: tuple[int, int] | None, full: bool
+    ) -> Loaded:
+        def run(c: sqlite3.Connection) -> Loaded:
+            conv = sql.resolve(c, tenant_id, conversation_id)
+            if conv is None:
+                return Loaded(None)
+            if not full and cached == (conv.last_seq, conv.epoch):
+                return Loaded(conv)
+            checkpoint = None
+            if conv.epoch:
+                row = c.execute(
+                    f"SELECT {sql.CKPT_COLS} FROM checkpoints WHERE conversation_pk = ? "
+                    "ORDER BY epoch DESC LIMIT 1",
+                    (conv.pk,),
+                ).fetchone()
+                checkpoint = sql.checkpoint_row(row) if row else None
+            after = 0 if full or checkpoint is None else checkpoint.covers_through_seq
+            rows = c.execute(
+                f"SELECT {sql.MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq > ? "
+                "ORDER BY seq",
+                (conv.pk, after),
+            ).fetchall()
+            return Loaded(conv, checkpoint, [sql.message_row(r) for r in rows])
 
         return await self._read(run)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import itertools
 import logging
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tether.compaction.tokens import count_messages, count_text
+from tether.compaction.tokens import count_message, count_text
 
 SUMMARISER_MARKER = "[[TETHER-SUMMARISER]]"
 JSON = "application/json"
@@ -60,8 +61,14 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens as a real server would count them (o200k_base, chat framing)."""
-    return count_messages(messages)
+    """Prompt tokens as a real server would count them (o200k_base, chat framing). Counts are
+    cached per message, so resent histories cost little: a benchmark's upstream must be fast."""
+    return 3 + sum(_count_cached(orjson.dumps(m, option=orjson.OPT_SORT_KEYS)) for m in messages)
+
+
+@functools.lru_cache(maxsize=65536)
+def _count_cached(message_json: bytes) -> int:
+    return count_message(orjson.loads(message_json))
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
