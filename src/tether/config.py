@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         description="With no upstream configured, run the bundled local model (tether[local]) "
         "as the upstream: auto, or off.",
     )
+    tokenizer: Literal["cl100k_base", "o200k_base"] = Field(
+        "cl100k_base",
+        description="Offline tokenizer for estimates (cl100k_base: ~51 MB in memory; "
+        "o200k_base: ~87 MB, closer for CJK).",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
     @property

@@ -17,6 +17,7 @@ from tether.api.errors import http_error, tether_error, unexpected_error
 from tether.api.responses import EXPOSED_HEADERS
 from tether.api.routes import routes
 from tether.api.state import AppState
+from tether.compaction import tokens
 from tether.config import Settings
 from tether.engine.turn import Engine
 from tether.errors import TetherError
@@ -70,6 +71,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tokens.use(settings.tokenizer)
         db = store or open_store(settings.database_url)
         await db.open()
         await db.migrate()
