@@ -211,9 +211,12 @@ def body_of(size: int, chunked: bool) -> Any:
 
 
 @pytest.fixture(scope="module")
-def small_server(server: TetherServer, scripted: ScriptedUpstream) -> Iterator[TetherServer]:
-    """A second Tether on the same database, with a 1000-byte body limit."""
-    srv = TetherServer(server.db_path, scripted.base_url, TETHER_MAX_BODY_BYTES="1000").start()
+def small_server(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[TetherServer]:
+    """A second Tether (its own database: SQLite serves one process), 1000-byte body limit."""
+    db = tmp_path_factory.mktemp("small") / "tether.db"
+    srv = TetherServer(db, scripted.base_url, TETHER_MAX_BODY_BYTES="1000").start()
     yield srv
     srv.stop()
 
@@ -228,7 +231,7 @@ def test_413_body_too_large(
     chunked: bool,
 ) -> None:
     srv = server if limit > 1000 else request.getfixturevalue("small_server")
-    with unchanged(server):
+    with unchanged(srv):
         resp = httpx2.post(srv.url + CHAT, content=body_of(limit, chunked), headers=JSON_CT)
         err = check_error(resp, 413, "request_too_large")
     assert str(limit) in err["message"]
@@ -343,12 +346,17 @@ def test_upstream_errors(
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
-def test_502_upstream_unreachable(tmp_path: Path, server: TetherServer, existing: bool) -> None:
-    # Shares the database with `server` (so a conversation made there exists here too).
-    headers = {"X-Tether-Conversation": new_conversation(server)} if existing else {}
-    srv = TetherServer(server.db_path, f"http://127.0.0.1:{free_port()}/v1").start()
+def test_502_upstream_unreachable(
+    tmp_path: Path, upstream: ScriptedUpstream, existing: bool
+) -> None:
+    # The conversation is made while the upstream works, then the server restarts without it.
+    srv = TetherServer(tmp_path / "unreachable.db", upstream.base_url).start()
     try:
-        with unchanged(server, failed_turns=int(existing)):
+        headers = {"X-Tether-Conversation": new_conversation(srv)} if existing else {}
+        srv.stop()
+        srv.env["TETHER_UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
+        srv.start()
+        with unchanged(srv, failed_turns=int(existing)):
             check_error(post(srv.url, headers=headers), 502, "upstream_unreachable")
     finally:
         srv.stop()
@@ -358,11 +366,12 @@ def test_502_upstream_unreachable(tmp_path: Path, server: TetherServer, existing
 def test_504_upstream_timeout(
     server: TetherServer, upstream: ScriptedUpstream, existing: bool
 ) -> None:
-    headers = {"X-Tether-Conversation": new_conversation(server)} if existing else {}
-    srv = TetherServer(server.db_path, upstream.base_url, TETHER_UPSTREAM_TIMEOUT="0.5").start()
+    db = server.db_path.with_name(f"timeout-{existing}.db")
+    srv = TetherServer(db, upstream.base_url, TETHER_UPSTREAM_TIMEOUT="0.5").start()
     try:
+        headers = {"X-Tether-Conversation": new_conversation(srv)} if existing else {}
         upstream.queue({"delay": 2})
-        with unchanged(server, failed_turns=int(existing)):
+        with unchanged(srv, failed_turns=int(existing)):
             check_error(post(srv.url, headers=headers), 504, "upstream_timeout")
     finally:
         srv.stop()

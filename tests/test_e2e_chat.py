@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +301,32 @@ def test_an_alias_reaches_its_conversation(
     ]
     assert len(server.transcript("alias-target-1")) == 4
     assert server.transcript("imported-session-7") == []
+
+
+def test_a_second_server_on_the_same_sqlite_file_refuses_to_start(server: TetherServer) -> None:
+    out = server.cli("serve", "--port", "1")  # the lock is checked before anything binds
+    assert out.returncode == 2
+    assert "already using" in out.stderr and str(server.db_path) in " ".join(out.stderr.split())
+
+
+def test_concurrency_reject_answers_409_while_a_turn_runs(
+    server: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    upstream.queue({"delay": 1.0})
+    slow = threading.Thread(
+        target=lambda: client(
+            server, **{"X-Hermes-Session-Id": "reject-1"}
+        ).chat.completions.create(model="scripted", messages=[{"role": "user", "content": "slow"}])
+    )
+    slow.start()
+    time.sleep(0.3)
+    r = httpx2.post(
+        f"{server.url}/v1/chat/completions",
+        headers={"X-Hermes-Session-Id": "reject-1", "X-Tether-Concurrency": "reject"},
+        json={"model": "scripted", "messages": [{"role": "user", "content": "now"}]},
+    )
+    slow.join()
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "conversation_busy"
+    assert r.headers["retry-after"] == "1"
+    assert [c for _, _, c in server.transcript("reject-1")] == ['"slow"', '"echo: slow"']

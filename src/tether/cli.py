@@ -21,6 +21,7 @@ from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
+from tether.store.sqlite import claim_single_server
 from tether.upstream import local
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ local_app = typer.Typer(help="The bundled local model (tether[local]).", no_args
 app.add_typer(conv_app, name="conversations")
 app.add_typer(local_app, name="local-model")
 err = Console(stderr=True)
+_held: list[Any] = []  # resources kept for the life of the process (the SQLite server lock)
 
 ConfigOpt = Annotated[
     str | None,
@@ -141,6 +143,12 @@ def serve(
         log_level=log_level,
     )
     setup_logging(settings.log_level)
+    if settings.database_url.startswith("sqlite:///"):
+        try:
+            _held.append(claim_single_server(settings.database_url))
+        except RuntimeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
 
     async def prepare(store: Store) -> int:
         return await store.count_api_keys()

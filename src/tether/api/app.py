@@ -35,6 +35,7 @@ REQUEST_HEADERS = [
     "X-Tether-Conversation",
     "X-Tether-History",
     "X-Tether-Compaction",
+    "X-Tether-Concurrency",
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -77,6 +77,18 @@ def _compaction_mode(request: Request) -> CompactionMode:
     return cast(CompactionMode, value)
 
 
+def _concurrency(request: Request) -> Literal["enqueue", "reject"]:
+    value = request.headers.get("x-tether-concurrency", "enqueue").strip().lower()
+    if value not in ("enqueue", "reject"):
+        raise TetherError(
+            400,
+            "invalid_header",
+            "X-Tether-Concurrency must be 'enqueue' or 'reject'",
+            param="x-tether-concurrency",
+        )
+    return "reject" if value == "reject" else "enqueue"
+
+
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
     tenant = await state.auth.tenant(request)
@@ -108,6 +120,7 @@ async def chat_completions(request: Request) -> Response:
         params,
         history,
         compaction,
+        _concurrency(request),
     )
     running, info = await state.engine.start(req)
     if not chat.stream:

@@ -16,9 +16,14 @@ class ConversationLocks:
 
     @asynccontextmanager
     async def hold(
-        self, tenant_id: str, conversation_id: str, timeout: float | None = None
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        timeout: float | None = None,
+        reject: bool = False,
     ) -> AsyncIterator[None]:
-        """Wait (FIFO) for the conversation; 409 conversation_busy after the bounded wait."""
+        """Wait (FIFO) for the conversation; 409 conversation_busy after the bounded wait, or
+        at once when `reject` and another turn holds it."""
         key = (tenant_id, conversation_id)
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
@@ -27,6 +32,8 @@ class ConversationLocks:
         try:
             wait = self.wait_timeout if timeout is None else timeout
             try:
+                if reject and lock.locked():
+                    raise TimeoutError
                 await asyncio.wait_for(lock.acquire(), wait)
             except TimeoutError:
                 raise TetherError(

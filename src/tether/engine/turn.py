@@ -124,7 +124,8 @@ class Engine:
         target: Target | None = None
         try:
             lock_id = await self._lock_id(req)
-            async with self.locks.hold(req.tenant_id, lock_id or turn.id):
+            reject = req.concurrency == "reject"
+            async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):
                 target = await load_target(self.store, req, lock_id, model, self.views)
                 budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()

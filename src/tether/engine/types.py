@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from tether.compaction.policy import CompactionMode
 from tether.compaction.tokens import count_message
@@ -23,6 +23,7 @@ class TurnRequest:
     params: dict[str, Any]
     history: HistoryMode = "auto"
     compaction: CompactionMode = "auto"
+    concurrency: Literal["enqueue", "reject"] = "enqueue"
 
 
 @dataclass(frozen=True, slots=True)

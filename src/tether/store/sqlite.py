@@ -7,6 +7,7 @@ writer thread and start with `BEGIN IMMEDIATE`, so they never fail half-way on a
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
@@ -36,6 +37,23 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
     return Path(url[len("sqlite:///") :])
+
+
+def claim_single_server(url: str) -> IO[bytes]:
+    """Take the file lock that lets one `tether serve` at a time use this SQLite file (turns
+    are serialised per conversation in-process). Kept for the life of the returned file."""
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(f"{path}.lock", "wb")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"another `tether serve` is already using {path}: SQLite serves one process "
+            "(stop the other one, or use another database file)"
+        ) from None
+    return handle
 
 
 class SqliteStore:
