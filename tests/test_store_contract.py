@@ -46,6 +46,7 @@ TABLES = {
     "turns",
     "messages",
     "checkpoints",
+    "idempotency_keys",
 }
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         description="Seconds a request waits for its conversation's previous turn before "
         "409 conversation_busy.",
     )
+    idempotency_retention: float = Field(
+        86400.0, description="Seconds an Idempotency-Key's result is kept for replay (24 h)."
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
     )

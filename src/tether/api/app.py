@@ -65,6 +65,19 @@ async def _discover_windows(upstream: Upstream, engine: Engine) -> None:
         log.info("upstream.context_windows", windows=windows)
 
 
+async def _reap(store: Store, retention: float, every: float = 600.0) -> None:
+    """Forget idempotency results older than the retention, every few minutes."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            removed = await store.reap_idempotency(retention)
+        except Exception:
+            log.exception("idempotency.reap_failed")
+            continue
+        if removed:
+            log.info("idempotency.reaped", removed=removed)
+
+
 def create_app(
     settings: Settings, store: Store | None = None, upstream: Upstream | None = None
 ) -> Starlette:
@@ -81,9 +94,13 @@ def create_app(
         if up is not None:
             await _discover_windows(up, engine)
         app.state.tether = AppState(settings, db, up, engine, Authenticator(db))
+        # claims left running by a previous process never committed: their retries may run
+        await db.reap_idempotency(settings.idempotency_retention, running_too=True)
+        reaper = asyncio.create_task(_reap(db, settings.idempotency_retention))
         try:
             yield
         finally:
+            reaper.cancel()
             await engine.drain(timeout=30)
             if up is not None:
                 await up.aclose()

@@ -14,6 +14,7 @@ EXPOSED_HEADERS = [
     "X-Tether-Turn",
     "X-Tether-Epoch",
     "Retry-After",
+    "Idempotent-Replayed",
 ]
 
 

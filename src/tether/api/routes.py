@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, Literal, cast
 
+import orjson
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,10 +24,16 @@ from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
 from tether.engine.types import RunningTurn, TurnRequest
 from tether.errors import TetherError
-from tether.store.base import Conversation, Message
+from tether.store.base import Conversation, IdempotencyKey, IdempotencyRecord, Message
 
 _HISTORY_MODES = ("append", "replay", "auto")
 _COMPACTION_MODES = ("auto", "off", "now")
+_MEANINGFUL_HEADERS = (
+    "x-tether-conversation",
+    "x-hermes-session-id",
+    "x-tether-history",
+    "x-tether-compaction",
+)
 
 
 def _state(request: Request) -> AppState:
@@ -122,14 +131,77 @@ async def chat_completions(request: Request) -> Response:
         compaction,
         _concurrency(request),
     )
-    running, info = await state.engine.start(req)
+    idempotency = _idempotency_key(request, tenant, data)
+    if idempotency is not None:
+        record = await state.store.claim_idempotency(
+            idempotency, state.settings.idempotency_retention
+        )
+        if record is not None:
+            return _replay(record, idempotency)
+        req = replace(req, idempotency=idempotency)
+    try:
+        running, info = await state.engine.start(req)
+    except TetherError:
+        if idempotency is not None:
+            await state.store.release_idempotency(idempotency)
+        raise
     if not chat.stream:
         result = await running.result
         ran = result["tether"]
         headers = where_headers(ran["conversation_id"], ran["turn_id"], ran["epoch"])
         return json_response(result, 200, headers)
-    headers = where_headers(info.conversation_id, info.turn_id, info.epoch)
+    headers = info.headers()
     return EventSourceResponse(_sse(running), headers=headers, ping=15, sep="\n", send_timeout=60)
+
+
+def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> IdempotencyKey | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise TetherError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 characters without control characters",
+            param="idempotency-key",
+        )
+    # the request as it will be run: its body and every header that changes what it does
+    meaning = [data, *(request.headers.get(h) for h in _MEANINGFUL_HEADERS)]
+    digest = hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return IdempotencyKey(tenant, request.url.path, key, digest)
+
+
+def _replay(record: IdempotencyRecord, key: IdempotencyKey) -> Response:
+    if record.request_hash != key.request_hash:
+        raise TetherError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request",
+            param="idempotency-key",
+        )
+    if record.status != "completed" or record.response is None:
+        raise TetherError(
+            409,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still running; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    headers = {**(record.headers or {}), "Idempotent-Replayed": "true"}
+    if not record.stream:
+        return Response(record.response, 200, headers, media_type="application/json")
+    payloads = [p.encode() for p in orjson.loads(record.response)]
+    return EventSourceResponse(_frames(payloads), headers=headers, sep="\n")
+
+
+async def _frames(payloads: list[bytes]) -> AsyncIterator[bytes]:
+    for payload in payloads:
+        yield _frame(payload)
+
+
+def _frame(payload: bytes) -> bytes:
+    if payload.startswith(b":"):
+        return payload + b"\n\n"  # an SSE comment: every parser skips it
+    return b"data: " + payload + b"\n\n"
 
 
 async def _sse(running: RunningTurn) -> AsyncIterator[bytes]:
@@ -137,10 +209,7 @@ async def _sse(running: RunningTurn) -> AsyncIterator[bytes]:
         payload = await running.events.get()
         if payload is None:
             return
-        if payload.startswith(b":"):
-            yield payload + b"\n\n"  # an SSE comment: every parser skips it
-        else:
-            yield b"data: " + payload + b"\n\n"
+        yield _frame(payload)
 
 
 async def _owned(request: Request) -> tuple[AppState, Conversation]:

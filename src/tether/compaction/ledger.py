@@ -62,15 +62,17 @@ _IDENTIFIERS = [
 
 def extract(text: str) -> list[str]:
     """Identifiers in order of first appearance, without duplicates."""
-    found: dict[str, None] = {}
+    first_seen: dict[str, int] = {}
     for pattern in _IDENTIFIERS:
         for match in pattern.finditer(text):
             groups = [g for g in match.groups() if g] if pattern.groups else []
             value = (groups[0] if groups else match.group(0)).strip().rstrip(".,;:!?")
             if len(value) >= 2 and REDACTED not in value:
-                found.setdefault(value, None)
-    # keep order of appearance in the text, not of pattern
-    return sorted(found, key=lambda v: (text.find(v), v))
+                at = match.start()
+                if first_seen.get(value, at + 1) > at:
+                    first_seen[value] = at
+    # order of first appearance in the text, not of pattern
+    return sorted(first_seen, key=lambda v: (first_seen[v], v))
 
 
 def merge_ledgers(previous: Iterable[str], new: Iterable[str], limit: int = 2000) -> list[str]:

@@ -5,6 +5,7 @@ conversation's (last_seq, epoch), read fresh every turn, still match."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -15,8 +16,12 @@ V = TypeVar("V")
 
 
 class Lru(Generic[K, V]):
-    def __init__(self, size: int) -> None:
+    """Least recently used first out, bounded by a total weight (default: 1 per entry)."""
+
+    def __init__(self, size: int, weigh: Callable[[V], int] = lambda _: 1) -> None:
         self.size = size
+        self.weigh = weigh
+        self.weight = 0
         self._items: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -26,13 +31,17 @@ class Lru(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        self.drop(key)
         self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        self.weight += self.weigh(value)
+        while self.weight > self.size and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.weight -= self.weigh(old)
 
     def drop(self, key: K) -> None:
-        self._items.pop(key, None)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.weight -= self.weigh(old)
 
 
 @dataclass(frozen=True, slots=True)

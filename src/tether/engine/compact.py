@@ -6,6 +6,7 @@ commits over those only, so messages committed meanwhile stay in the view.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,21 +105,25 @@ async def compact(
         raise CompactionFailed(f"a {budget.window}-token window is too small to summarise in")
     text = checkpoint.summary if checkpoint else None
     calls = 0
-    llm_started = time.perf_counter()
+    llm_ms = 0.0
+    # building requests (redaction) and the ledger are CPU work on long spans: off the loop
+    pieces = await asyncio.to_thread(summary.chunks, span, max_input)
     try:
-        for piece in summary.chunks(span, max_input):
-            request = summary.summariser_request(model, text, piece, summary_budget)
+        for piece in pieces:
+            request = await asyncio.to_thread(
+                summary.summariser_request, model, text, piece, summary_budget
+            )
+            llm_started = time.perf_counter()
             response = await upstream.complete(request)
+            llm_ms += (time.perf_counter() - llm_started) * 1000
             text = summary.summary_from_response(response)
             calls += 1
     except (TetherError, ValueError) as exc:
         log.warning("compaction.summariser_failed", conversation=conv.id, error=str(exc))
         raise CompactionFailed(str(exc)) from exc
-    llm_ms = (time.perf_counter() - llm_started) * 1000
     originals = [m for m in stored if covers < m.seq <= cut_seq and m.role != "system"]
-    new_ledger = ledger.merge_ledgers(
-        checkpoint.ledger if checkpoint else [], ledger.extract(summary.span_text(originals))
-    )
+    found = await asyncio.to_thread(lambda: ledger.extract(summary.span_text(originals)))
+    new_ledger = ledger.merge_ledgers(checkpoint.ledger if checkpoint else [], found)
     result = Checkpoint(
         epoch,
         cut_seq,

@@ -32,8 +32,10 @@ from tether.errors import TetherError
 from tether.store.base import (
     ConflictError,
     Conversation,
+    IdempotencyKey,
     Message,
     Store,
+    StoredResponse,
     TurnCommit,
     TurnRecord,
 )
@@ -65,7 +67,8 @@ class Engine:
         self.locks = ConversationLocks(settings.queue_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self.windows: dict[str, int] = {}  # context windows learned from the upstream
-        self.views: Lru[tuple[str, str], CachedView] = Lru(2048)
+        # ~320 bytes a cached message: 50,000 messages is about 16 MB
+        self.views: Lru[tuple[str, str], CachedView] = Lru(50_000, lambda v: len(v.messages) + 1)
         self.canonical: Lru[tuple[str, str], str] = Lru(65536)  # (tenant, any id) → its id
 
     async def start(self, req: TurnRequest) -> tuple[RunningTurn, TurnInfo]:
@@ -158,7 +161,7 @@ class Engine:
             if error is None:
                 log.exception("turn.crashed", turn_id=turn.id)
                 error = TetherError(500, "internal_error", f"turn {turn.id} failed unexpectedly")
-            await self._fail(running, turn, target, error)
+            await self._fail(running, turn, target, error, req.idempotency)
 
     # -- compaction ----------------------------------------------------------------------
     def _learn_window(
@@ -256,10 +259,11 @@ class Engine:
         if req.stream:
             await self._stream(req, running, target, turn, outcome, body, pending)
         else:
-            await self._complete(running, target, turn, outcome, body, pending)
+            await self._complete(req, running, target, turn, outcome, body, pending)
 
     async def _complete(
         self,
+        req: TurnRequest,
         running: RunningTurn,
         target: Target,
         turn: TurnRecord,
@@ -276,8 +280,12 @@ class Engine:
             choices[0].get("message") or {}, (usage or {}).get("completion_tokens")
         )
         turn.usage = usage
-        await self._commit(turn, target, reply, pending)
-        response["tether"] = _info(target, turn, outcome).tether()
+        info = _info(target, turn, outcome)
+        response["tether"] = info.tether()
+        stored = None
+        if req.idempotency is not None:
+            stored = StoredResponse(req.idempotency, False, orjson.dumps(response), info.headers())
+        await self._commit(turn, target, reply, pending, stored)
         running.result.set_result(response)
 
     async def _stream(
@@ -295,6 +303,9 @@ class Engine:
         body["stream_options"] = {"include_usage": True}
         acc = Assembled()
         held: list[dict[str, Any]] = []  # the finish chunk and the usage chunk wait for commit
+        sent: list[bytes] | None = [] if req.idempotency is not None else None  # for replay
+        if sent is not None and outcome.compacted:
+            sent.append(_compaction_comment(target, outcome))
         async for chunk in self.upstream.stream(body):
             if turn.first_token_at is None:
                 # headers go out now: an upstream failure before this is a plain HTTP error
@@ -306,12 +317,12 @@ class Engine:
                 held.append(chunk.data)
             else:
                 running.events.put_nowait(chunk.raw)
+                if sent is not None:
+                    sent.append(chunk.raw)
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
-        await self._commit(turn, target, reply, pending)
-        if not running.ready.done():  # an upstream that streamed no chunk at all
-            running.ready.set_result(_info(target, turn, outcome))
+        info = _info(target, turn, outcome)
         finish = next((c for c in held if c.get("choices")), None)
         if finish is None:
             finish = {
@@ -324,19 +335,33 @@ class Engine:
                 ],
             }
             held.insert(0, finish)
-        tether = _info(target, turn, outcome).tether()
+        tail = []
         for data in held:
             if data is finish:
-                data = {**data, "tether": tether}
+                data = {**data, "tether": info.tether()}
             elif not data.get("choices") and not req.include_usage:
                 continue
-            running.events.put_nowait(orjson.dumps(data))
-        running.events.put_nowait(DONE)
+            tail.append(orjson.dumps(data))
+        tail.append(DONE)
+        stored = None
+        if sent is not None and req.idempotency is not None:
+            replay = orjson.dumps([p.decode() for p in [*sent, *tail]])
+            stored = StoredResponse(req.idempotency, True, replay, info.headers())
+        await self._commit(turn, target, reply, pending, stored)
+        if not running.ready.done():  # an upstream that streamed no chunk at all
+            running.ready.set_result(info)
+        for payload in tail:
+            running.events.put_nowait(payload)
         running.events.put_nowait(None)
 
     # -- commit and failure --------------------------------------------------------------
     async def _commit(
-        self, turn: TurnRecord, target: Target, reply: Message, pending: frozenset[str]
+        self,
+        turn: TurnRecord,
+        target: Target,
+        reply: Message,
+        pending: frozenset[str],
+        stored: StoredResponse | None = None,
     ) -> None:
         validate_sequence([reply.to_openai()], pending)  # the view was checked before the call
         turn.status = "completed"
@@ -355,6 +380,7 @@ class Engine:
                     system_changed=target.plan.system_changed,
                     view_epoch=target.epoch,
                     inherit_checkpoint=target.checkpoint if target.forked_from else None,
+                    response=stored,
                 )
             )
         except ConflictError as exc:
@@ -400,12 +426,22 @@ class Engine:
         )
 
     async def _fail(
-        self, running: RunningTurn, turn: TurnRecord, target: Target | None, error: TetherError
+        self,
+        running: RunningTurn,
+        turn: TurnRecord,
+        target: Target | None,
+        error: TetherError,
+        idempotency: IdempotencyKey | None = None,
     ) -> None:
         turn.status = "failed"
         turn.finished_at = time.time()
         turn.error = error.body()["error"]
         log.warning("turn.failed", turn_id=turn.id, code=error.code, status=error.status)
+        if idempotency is not None:
+            try:
+                await self.store.release_idempotency(idempotency)
+            except Exception:
+                log.exception("turn.release_key_failed", turn_id=turn.id)
         if target is not None and target.can_compact and target.conv is not None:
             try:
                 await self.store.record_failed_turn(target.conv.pk, turn)

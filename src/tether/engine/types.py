@@ -9,7 +9,7 @@ from typing import Any, Literal
 from tether.compaction.policy import CompactionMode
 from tether.compaction.tokens import count_message
 from tether.engine.merge import HistoryMode, text_of
-from tether.store.base import Message
+from tether.store.base import IdempotencyKey, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class TurnRequest:
     history: HistoryMode = "auto"
     compaction: CompactionMode = "auto"
     concurrency: Literal["enqueue", "reject"] = "enqueue"
+    idempotency: IdempotencyKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,14 @@ class TurnInfo:
     compacted: bool = False
     tokens_before: int | None = None
     tokens_after: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Hermes-Session-Id": self.conversation_id,
+            "X-Tether-Conversation": self.conversation_id,
+            "X-Tether-Turn": self.turn_id,
+            "X-Tether-Epoch": str(self.epoch),
+        }
 
     def tether(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -88,6 +88,35 @@ class TurnRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    tenant_id: str
+    route: str
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What a key already holds: a turn still running, or the stored result to replay."""
+
+    status: str  # running | completed
+    request_hash: str
+    stream: bool = False
+    response: bytes | None = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The response a keyed turn commits with, for replay."""
+
+    key: IdempotencyKey
+    stream: bool
+    response: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCommit:
     """Everything one successful turn writes, applied in one transaction.
 
@@ -106,6 +135,7 @@ class TurnCommit:
     system_changed: bool = False
     view_epoch: int = 0  # the checkpoint epoch the upstream prompt was built on
     inherit_checkpoint: Checkpoint | None = None  # a fork's copy of its parent's checkpoint
+    response: StoredResponse | None = None  # an idempotency key's result, stored atomically
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +227,22 @@ class Store(Protocol):
     ) -> TurnRow | None: ...
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]: ...
     async def add_alias(self, tenant_id: str, alias: str, conversation_pk: int) -> None: ...
+    async def claim_idempotency(
+        self, key: IdempotencyKey, retention: float
+    ) -> IdempotencyRecord | None:
+        """Claim the key for a new turn (None), or return what it already holds. Records older
+        than `retention` seconds are forgotten first."""
+        ...
+
+    async def release_idempotency(self, key: IdempotencyKey) -> None:
+        """Forget a claim whose turn failed, so a retry runs again."""
+        ...
+
+    async def reap_idempotency(self, retention: float, running_too: bool = False) -> int:
+        """Delete completed records older than `retention` (and, at start-up, every claim
+        left running by a previous process, whose turn never committed)."""
+        ...
+
     async def counts(self) -> dict[str, int]:
         """Row counts per table (operators' overview and tests)."""
         ...

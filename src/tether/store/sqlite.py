@@ -22,6 +22,8 @@ from tether.store.base import (
     Checkpoint,
     ConflictError,
     Conversation,
+    IdempotencyKey,
+    IdempotencyRecord,
     Loaded,
     Message,
     TurnCommit,
@@ -325,6 +327,53 @@ class SqliteStore:
             )
         )
 
+    async def claim_idempotency(
+        self, key: IdempotencyKey, retention: float
+    ) -> IdempotencyRecord | None:
+        def run(c: sqlite3.Connection) -> IdempotencyRecord | None:
+            now = time.time()
+            where = "tenant_id = ? AND route = ? AND key = ?"
+            ident = (key.tenant_id, key.route, key.key)
+            c.execute(f"DELETE FROM idempotency_keys WHERE {where} AND created_at < ?",
+                      (*ident, now - retention))  # fmt: skip
+            row = c.execute(
+                "SELECT status, request_hash, stream, response, headers FROM idempotency_keys "
+                f"WHERE {where}",
+                ident,
+            ).fetchone()
+            if row is not None:
+                status, request_hash, stream, response, headers = row
+                return IdempotencyRecord(
+                    status, request_hash, bool(stream), response, sql.loads(headers)
+                )
+            c.execute(
+                "INSERT INTO idempotency_keys (tenant_id, route, key, request_hash, status, "
+                "created_at) VALUES (?, ?, ?, ?, 'running', ?)",
+                (*ident, key.request_hash, now),
+            )
+            return None
+
+        return await self._write(run)
+
+    async def release_idempotency(self, key: IdempotencyKey) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND route = ? AND key = ? "
+                "AND status = 'running'",
+                (key.tenant_id, key.route, key.key),
+            )
+        )
+
+    async def reap_idempotency(self, retention: float, running_too: bool = False) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ? OR (? AND status = 'running')",
+                (time.time() - retention, int(running_too)),
+            )
+            return int(cur.rowcount)
+
+        return await self._write(run)
+
     async def counts(self) -> dict[str, int]:
         tables = (
             "tenants",
@@ -334,6 +383,7 @@ class SqliteStore:
             "turns",
             "messages",
             "checkpoints",
+            "idempotency_keys",
         )
 
         def run(c: sqlite3.Connection) -> dict[str, int]:

@@ -248,5 +248,13 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
         ),
     )
     insert_turn(c, pk, commit.turn, first_seq if rows else None, new_last if rows else None)
+    if commit.response is not None:
+        r = commit.response
+        c.execute(
+            "UPDATE idempotency_keys SET status = 'completed', stream = ?, response = ?, "
+            "headers = ?, completed_at = ? WHERE tenant_id = ? AND route = ? AND key = ?",
+            (int(r.stream), r.response, dumps(r.headers), now,
+             r.key.tenant_id, r.key.route, r.key.key),
+        )  # fmt: skip
     row = c.execute(f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
     return conversation_row(row)

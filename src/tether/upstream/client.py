@@ -96,7 +96,8 @@ class HttpUpstream:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
-            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+            # the pool is scanned on every request: keep it about as large as the concurrency
+            limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32),
         )
 
     async def aclose(self) -> None:

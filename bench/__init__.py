@@ -1,0 +1,1 @@
+"""Tether's benchmark suite: `make bench` (see bench/README.md)."""

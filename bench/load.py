@@ -1,0 +1,231 @@
+"""The asyncio load generator: N workers on one httpx2.AsyncClient, bounded in count and time.
+
+Every request is timed from just before it is sent to the last byte of the response (and, when
+streaming, to the first body byte). Bodies are built before the clock starts. While the measured
+phase runs, a monitor samples the Tether process's RSS and the CPU time of every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx2
+
+from bench.procs import MIB, busy_cpu_seconds, cpu_seconds, rss_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Req:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    expect: bytes  # must appear in the response body (b"" = only check the status)
+
+
+# make(worker_index) -> the next request of that worker
+Make = Callable[[int], Req]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of `values`."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    stream: bool
+    n: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    elapsed: float = 0.0
+    lat_ms: list[float] = field(default_factory=list)
+    ttfb_ms: list[float] = field(default_factory=list)
+    cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+    rss_peak_mib: float | None = None
+    foreign_cores: float = 0.0  # CPU used by processes outside the benchmark, in cores
+    skipped: str | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.n / self.elapsed if self.elapsed > 0 else math.nan
+
+    def p(self, q: float) -> float:
+        return percentile(self.lat_ms, q)
+
+    def ttfb(self, q: float) -> float:
+        return percentile(self.ttfb_ms, q)
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.name:<44} c={self.concurrency:<3} skipped: {self.skipped}"
+        extra = f" ttfb p50 {self.ttfb(50):7.2f}" if self.stream else ""
+        err = f" ERRORS {self.errors}: {self.first_error}" if self.errors else ""
+        other = f" (other load {self.foreign_cores:.2f} cores)" if self.foreign_cores > 0.1 else ""
+        return (
+            f"{self.name:<40} c={self.concurrency:<3} n={self.n:<5} p50 {self.p(50):7.2f} ms "
+            f"p99 {self.p(99):7.2f} ms max {max(self.lat_ms, default=math.nan):7.1f} ms "
+            f"{self.rps:6.0f} req/s{extra}{other}{err}"
+        )
+
+
+class Monitor:
+    """CPU time of each process over the measured phase, and the Tether process's peak RSS."""
+
+    def __init__(self, pids: dict[str, int], rss_pid: int | None, interval: float = 0.05) -> None:
+        self.pids = pids
+        self.rss_pid = rss_pid
+        self.interval = interval
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+        self._cpu0: dict[str, float] = {}
+
+    def _cpu(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        t = os.times()
+        out["loadgen"] = t.user + t.system
+        out["machine"] = busy_cpu_seconds()
+        out["wall"] = time.perf_counter()
+        return out
+
+    async def _sample(self) -> None:
+        assert self.rss_pid is not None
+        while True:
+            self.peak = max(self.peak, rss_bytes(self.rss_pid) or 0)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.peak = 0
+        self._cpu0 = self._cpu()
+        if self.rss_pid is not None:
+            self._task = asyncio.create_task(self._sample())
+
+    async def stop(self, result: Result) -> None:
+        cpu1 = self._cpu()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            self.peak = max(self.peak, rss_bytes(self.rss_pid or 0) or 0)
+            result.rss_peak_mib = self.peak / MIB
+        delta = {k: cpu1[k] - self._cpu0[k] for k in cpu1}
+        ours = sum(v for k, v in delta.items() if k not in ("machine", "wall"))
+        if delta["wall"] > 0:
+            result.foreign_cores = max(0.0, (delta["machine"] - ours) / delta["wall"])
+        if result.n:
+            result.cpu_ms_per_req = {
+                k: v * 1000 / result.n for k, v in delta.items() if k not in ("machine", "wall")
+            }
+
+
+async def _one(client: httpx2.AsyncClient, req: Req, stream: bool) -> tuple[float, float, str]:
+    """(total s, first-byte s, error or '') of one request."""
+    t0 = time.perf_counter()
+    if not stream:
+        r = await client.post(req.url, content=req.body, headers=req.headers)
+        t1 = time.perf_counter()
+        if r.status_code != 200:
+            return t1 - t0, t1 - t0, f"HTTP {r.status_code}: {r.text[:200]}"
+        if req.expect and req.expect not in r.content:
+            return t1 - t0, t1 - t0, f"unexpected body: {r.content[:200]!r}"
+        return t1 - t0, t1 - t0, ""
+    first = 0.0
+    tail = b""
+    async with client.stream("POST", req.url, content=req.body, headers=req.headers) as r:
+        async for chunk in r.aiter_raw():
+            if not first:
+                first = time.perf_counter()
+            tail = (tail + chunk)[-64:]
+        t1 = time.perf_counter()
+        if r.status_code != 200:
+            return t1 - t0, first - t0, f"HTTP {r.status_code}"
+    if b"[DONE]" not in tail:
+        return t1 - t0, first - t0, f"stream ended without [DONE]: {tail!r}"
+    return t1 - t0, (first or t1) - t0, ""
+
+
+async def _phase(
+    client: httpx2.AsyncClient,
+    make: Make,
+    concurrency: int,
+    n: int,
+    max_s: float,
+    stream: bool,
+    result: Result | None,
+    max_errors: int = 50,
+) -> float:
+    """Run up to `n` requests on `concurrency` workers for at most `max_s` seconds."""
+    counter = itertools.count()
+    errors = 0
+    deadline = time.perf_counter() + max_s
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        while next(counter) < n and time.perf_counter() < deadline and errors < max_errors:
+            req = make(w)
+            try:
+                total, first, err = await _one(client, req, stream)
+            except httpx2.HTTPError as exc:
+                total, first, err = math.nan, math.nan, repr(exc)
+            if err:
+                errors += 1
+                if result is not None:
+                    result.errors += 1
+                    result.first_error = result.first_error or err
+                continue
+            if result is not None:
+                result.n += 1
+                result.lat_ms.append(total * 1000)
+                if stream:
+                    result.ttfb_ms.append(first * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def run(
+    client: httpx2.AsyncClient,
+    name: str,
+    make: Make,
+    *,
+    concurrency: int,
+    n: int,
+    warmup: int,
+    max_s: float,
+    stream: bool,
+    monitor: Monitor,
+) -> Result:
+    """Warm up, then measure `n` requests (or as many as fit in `max_s`)."""
+    result = Result(name, concurrency, stream)
+    if warmup:
+        await _phase(client, make, concurrency, warmup, max_s, stream, None)
+    monitor.start()
+    result.elapsed = await _phase(client, make, concurrency, n, max_s, stream, result)
+    await monitor.stop(result)
+    print(result.line(), flush=True)
+    return result
+
+
+def client(max_connections: int = 128) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(120.0, connect=10.0),
+        limits=httpx2.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+    )

@@ -1,0 +1,367 @@
+"""`make bench`: Tether against the scripted upstream, direct vs through Tether, on loopback.
+
+    .venv/bin/python -m bench.run            # the whole suite, writes bench/RESULTS.md
+    .venv/bin/python -m bench.run --quick    # a smoke run (few requests), results to the temp dir
+
+See bench/README.md for what is measured and how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import compaction, load, procs, report, seed
+from bench.load import Make, Monitor, Req, Result
+
+BUDGET_S = 540.0  # the whole suite stays under 10 minutes; later scenarios are skipped past this
+LEVELS = (1, 8, 32)
+HISTORY_LEVELS = (1, 8)
+STORED = 200  # the stored conversation the targets are defined on
+HISTORIES = (20, 1000)
+SCALE = (10, 10_000, 100_000)
+SCALE_CONVS = 3  # conversations per transcript size, used round robin
+GROWTH = 0.05  # a pooled conversation grows by at most ~5% (2 messages a turn)
+
+
+@dataclass(frozen=True)
+class Params:
+    n: dict[int, int]
+    warmup: dict[int, int]
+    max_s: float
+    scale_n: int
+    raw_n: int
+
+    @staticmethod
+    def full() -> Params:
+        return Params({1: 1000, 8: 2000, 32: 3000}, {1: 50, 8: 100, 32: 200}, 6.0, 200, 3)
+
+    @staticmethod
+    def quick() -> Params:
+        return Params({1: 40, 8: 120, 32: 240}, {1: 5, 8: 16, 32: 64}, 2.0, 15, 1)
+
+
+@dataclass
+class Suite:
+    params: Params
+    tether: procs.Tether
+    upstream: procs.Upstream
+    pools: dict[str, list[list[str]]]
+    started: float
+    results: dict[str, Result] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)
+    cold: dict[str, float] = field(default_factory=dict)
+    counter: int = 0
+
+    def remaining(self) -> float:
+        return BUDGET_S - (time.monotonic() - self.started)
+
+    def text(self) -> str:
+        self.counter += 1
+        return f"bench request {self.counter} hello"
+
+
+def _body(messages: list[dict[str, Any]], stream: bool) -> bytes:
+    body: dict[str, Any] = {"model": "scripted", "messages": messages}
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def direct(suite: Suite, history: int, stream: bool) -> Make:
+    """Straight to the upstream, carrying what Tether would send it: history + the new message."""
+    url = f"{suite.upstream.base_url}/chat/completions"
+    prefix = seed.openai_messages(history)
+
+    def make(w: int) -> Req:
+        text = suite.text()
+        body: dict[str, Any] = {"model": "scripted", "messages": [*prefix, user(text)]}
+        if stream:  # Tether asks its upstream for usage on streams; so does this
+            body.update(stream=True, stream_options={"include_usage": True})
+        return Req(url, orjson.dumps(body), JSON, b"" if stream else text.encode())
+
+    return make
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def through(suite: Suite, pool: str | None, stream: bool, **headers: str) -> Make:
+    """Through Tether, bridge style: only the new user message, the conversation in a header.
+    pool None: no conversation (Tether starts a new one per request)."""
+    url = f"{suite.tether.url}/v1/chat/completions"
+    convs = suite.pools[pool] if pool else None
+    turns: defaultdict[int, int] = defaultdict(int)
+
+    def make(w: int) -> Req:
+        text = suite.text()
+        h = {**JSON, **headers}
+        if convs is not None:
+            mine = convs[w % len(convs)]
+            h["X-Hermes-Session-Id"] = mine[turns[w] % len(mine)]
+            turns[w] += 1
+        return Req(url, _body([user(text)], stream), h, b"" if stream else text.encode())
+
+    return make
+
+
+async def scenario(
+    suite: Suite,
+    client: Any,
+    key: str,
+    name: str,
+    make: Make,
+    c: int,
+    stream: bool,
+    *,
+    n: int | None = None,
+    warmup: int | None = None,
+    max_s: float | None = None,
+    rss: bool = True,
+) -> None:
+    p = suite.params
+    max_s = p.max_s if max_s is None else max_s
+    if suite.remaining() < max_s * 2 + 5:
+        res = Result(name, c, stream, skipped="time budget of the suite used up")
+        print(res.line(), flush=True)
+        suite.results[key] = res
+        return
+    suite.upstream.reset()
+    pids = {"tether": suite.tether.pid, "upstream": suite.upstream.pid}
+    monitor = Monitor(pids, suite.tether.pid if rss else None)
+    suite.results[key] = await load.run(
+        client,
+        name,
+        make,
+        concurrency=c,
+        n=p.n[c] if n is None else n,
+        warmup=p.warmup[c] if warmup is None else warmup,
+        max_s=max_s,
+        stream=stream,
+        monitor=monitor,
+    )
+
+
+def pool_ids(prefix: str, size: int, c: int, requests: int) -> list[list[str]]:
+    """`c` disjoint lists of conversation ids, one per worker, so no two in-flight requests
+    share a conversation (turns on one conversation are serialised by design)."""
+    turns = max(1, int(size * GROWTH / 2))
+    per_worker = max(1, math.ceil(requests / c / turns))
+    return [[f"{prefix}-w{w}-{i}" for i in range(per_worker)] for w in range(c)]
+
+
+def seed_all(db: Path, p: Params) -> tuple[dict[str, list[list[str]]], dict[str, int]]:
+    pools: dict[str, list[list[str]]] = {}
+    sizes: dict[str, int] = {}
+    for stream in (False, True):
+        for c in LEVELS:
+            key = f"s{STORED}-{'sse' if stream else 'json'}-c{c}"
+            pools[key] = pool_ids(key, STORED, c, p.n[c] + p.warmup[c])
+            sizes[key] = STORED
+    for size in HISTORIES:
+        for c in HISTORY_LEVELS:
+            key = f"s{size}-json-c{c}"
+            pools[key] = pool_ids(key, size, c, p.n[c] + p.warmup[c])
+            sizes[key] = size
+    seeder = seed.Seeder(db)
+    for key, workers in pools.items():
+        for ids in workers:
+            for cid in ids:
+                seeder.conversation(cid, sizes[key])
+    for size in SCALE:
+        key = f"scale-{size}"
+        pools[key] = [[f"{key}-{i}" for i in range(SCALE_CONVS)]]
+        for cid in pools[key][0]:
+            seeder.conversation(cid, size, checkpoint=size > 10)
+    pools["raw-100000"] = [["raw-100000"]]
+    seeder.conversation("raw-100000", 100_000, checkpoint=False)
+    seeder.close()
+    counts = {"conversations": sum(len(i) for w in pools.values() for i in w)}
+    counts["messages"] = seeder.messages
+    return pools, counts
+
+
+def plan(suite: Suite) -> list[tuple[str, str, Make, int, bool, dict[str, Any]]]:
+    """Every measured scenario, in order: (key, name, request maker, concurrency, stream, opts).
+    Direct and Tether alternate so that drift on the machine hits both alike."""
+    p = suite.params
+    out: list[tuple[str, str, Make, int, bool, dict[str, Any]]] = []
+    for stream in (False, True):
+        kind = "sse" if stream else "json"
+        for c in LEVELS:
+            out += [
+                (f"direct-1-{kind}-c{c}", "direct, 1 msg", direct(suite, 0, stream), c, stream, {}),
+                (
+                    f"tether-new-{kind}-c{c}",
+                    "tether, new conversation",
+                    through(suite, None, stream),
+                    c,
+                    stream,
+                    {},
+                ),
+                (
+                    f"direct-{STORED + 1}-{kind}-c{c}",
+                    f"direct, {STORED + 1} msgs",
+                    direct(suite, STORED, stream),
+                    c,
+                    stream,
+                    {},
+                ),
+                (
+                    f"tether-s{STORED}-{kind}-c{c}",
+                    f"tether, stored {STORED}",
+                    through(suite, f"s{STORED}-{kind}-c{c}", stream),
+                    c,
+                    stream,
+                    {},
+                ),
+            ]
+    for c in HISTORY_LEVELS:
+        for size in HISTORIES:
+            name = f"direct, {size + 1} msgs"
+            out.append(
+                (f"direct-{size + 1}-json-c{c}", name, direct(suite, size, False), c, False, {})
+            )
+            make = through(suite, f"s{size}-json-c{c}", False)
+            out.append((f"tether-s{size}-json-c{c}", f"tether, stored {size}", make, c, False, {}))
+    scale_opts = {"n": p.scale_n, "warmup": max(3, p.scale_n // 10)}
+    for size in SCALE:
+        name = f"tether, {size:,} msgs ({'no checkpoint' if size == 10 else 'compacted'})"
+        make = through(suite, f"scale-{size}", False)
+        out.append((f"scale-{size}", name, make, 1, False, scale_opts))
+    raw = through(suite, "raw-100000", False, **{"X-Tether-Compaction": "off"})
+    raw_opts = {"n": p.raw_n, "warmup": 1, "max_s": 60.0}
+    name = "tether, 100,000 msgs (NO checkpoint)"
+    out.append(("scale-raw-100000", name, raw, 1, False, raw_opts))
+    return out
+
+
+async def main_async(suite: Suite) -> None:
+    client = load.client()
+    try:
+        # the first turns after start-up, before any warm-up (the first loads the tokenizer)
+        url = f"{suite.tether.url}/v1/chat/completions"
+        for label in ("first turn after start", "second turn"):
+            t0 = time.perf_counter()
+            r = await client.post(url, content=_body([user(suite.text())], False), headers=JSON)
+            r.raise_for_status()
+            suite.cold[label] = (time.perf_counter() - t0) * 1000
+            suite.rss[f"after the {label}"] = (procs.rss_bytes(suite.tether.pid) or 0) / procs.MIB
+        for key, name, make, c, stream, opts in plan(suite):
+            if key.startswith("direct-21-"):  # the main (stored 200) scenarios are over
+                rss = procs.rss_bytes(suite.tether.pid) or 0
+                suite.rss.setdefault("after the main scenarios (idle)", rss / procs.MIB)
+            await scenario(suite, client, key, name, make, c, stream, **opts)
+        rss = procs.rss_bytes(suite.tether.pid) or 0
+        suite.rss["after the 100k uncompacted turns (idle)"] = rss / procs.MIB
+    finally:
+        await client.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (writes to the temp dir, not RESULTS.md)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/RESULTS.md")
+    args = parser.parse_args()
+    params = Params.quick() if args.quick else Params.full()
+    started = time.monotonic()
+    date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_before = procs.loadavg()
+    machine = procs.machine()  # the code under test is the code at start (servers load it now)
+    if load_before > 0.5:
+        print(
+            f"note: load average {load_before:.2f} before the run; other work on this machine "
+            "skews the figures (RESULTS.md reports it per scenario)",
+            flush=True,
+        )
+    from tether.cli import setup_logging
+
+    setup_logging("warning")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a tether dependency
+        pass
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        workdir = Path(tmp)
+        db = workdir / "tether.db"
+        print("compaction bookkeeping (in-process) ...", flush=True)
+        compactions = asyncio.run(compaction.run_all(workdir))
+        for size, runs in compactions.items():
+            ms = ", ".join(f"{r.bookkeeping_ms:.1f}" for r in runs)
+            print(f"  {size:,} tokens: bookkeeping ms {ms}", flush=True)
+        print("migrating and seeding ...", flush=True)
+        t0 = time.perf_counter()
+        procs.migrate(db)
+        pools, counts = seed_all(db, params)
+        seeded = time.perf_counter() - t0
+        print(
+            f"  {counts['conversations']} conversations, {counts['messages']:,} messages "
+            f"in {seeded:.1f} s ({db.stat().st_size / procs.MIB:.0f} MiB)",
+            flush=True,
+        )
+        upstream = procs.Upstream()
+        tether = procs.Tether(db, upstream.base_url)
+        try:
+            tether.start()
+            time.sleep(1.0)
+            suite = Suite(params, tether, upstream, pools, started)
+            suite.rss["idle after start"] = (procs.rss_bytes(tether.pid) or 0) / procs.MIB
+            asyncio.run(main_async(suite))
+        finally:
+            tether.stop()
+            upstream.close()
+        if "Traceback" in tether.output():
+            print("tether logged a traceback:\n" + tether.output()[-3000:], file=sys.stderr)
+    elapsed = time.monotonic() - started
+    now = procs.machine()["commit"]
+    if now != machine["commit"]:
+        machine["commit"] += (
+            f" (src/ changed during the run, to {now}; measured: the state at start)"
+        )
+    text, lines = report.render(
+        report.Run(
+            suite.results,
+            suite.rss,
+            suite.cold,
+            compactions,
+            machine,
+            date,
+            elapsed,
+            counts,
+            seeded,
+            params.n,
+            load_before,
+            args.quick,
+        )
+    )
+    print("\n".join(lines))
+    out = args.out or (
+        Path(tempfile.gettempdir()) / "tether-bench-quick.md"
+        if args.quick
+        else procs.ROOT / "bench" / "RESULTS.md"
+    )
+    out.write_text(text)
+    print(f"wrote {out} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
