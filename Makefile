@@ -38,8 +38,8 @@ serve: $(STAMP)
 	$(BIN)/tether serve
 
 test: $(TEST_STAMP) $(LOCAL_STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -48,8 +48,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.run
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
