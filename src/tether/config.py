@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     idempotency_retention: float = Field(
         86400.0, description="Seconds an Idempotency-Key's result is kept for replay (24 h)."
     )
+    view_cache_messages: int = Field(
+        50_000,
+        ge=0,
+        description="Messages of recent conversations' views kept in memory (~320 bytes each); "
+        "0 turns the cache off.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
     )

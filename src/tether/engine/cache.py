@@ -34,7 +34,7 @@ class Lru(Generic[K, V]):
         self.drop(key)
         self._items[key] = value
         self.weight += self.weigh(value)
-        while self.weight > self.size and len(self._items) > 1:
+        while self.weight > self.size and self._items:
             _, old = self._items.popitem(last=False)
             self.weight -= self.weigh(old)
 

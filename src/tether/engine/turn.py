@@ -67,8 +67,9 @@ class Engine:
         self.locks = ConversationLocks(settings.queue_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self.windows: dict[str, int] = {}  # context windows learned from the upstream
-        # ~320 bytes a cached message: 50,000 messages is about 16 MB
-        self.views: Lru[tuple[str, str], CachedView] = Lru(50_000, lambda v: len(v.messages) + 1)
+        self.views: Lru[tuple[str, str], CachedView] = Lru(
+            settings.view_cache_messages, lambda v: len(v.messages) + 1
+        )
         self.canonical: Lru[tuple[str, str], str] = Lru(65536)  # (tenant, any id) → its id
 
     async def start(self, req: TurnRequest) -> tuple[RunningTurn, TurnInfo]:
