@@ -349,10 +349,10 @@ def render(run: Run) -> tuple[str, list[str]]:
         "`tether.engine.compact.compact()` on a real SqliteStore with a summariser that answers "
         "at once; the conversation has just crossed the compaction limit (window chosen so "
         "the limit is 90% of its size). bookkeeping = checkpoint `stats['ms']` (Tether's work "
-        "without the summariser call); summariser ms = `stats['llm_ms']`, which with an instant "
-        "summariser is Tether's own work inside that timer (building and redacting the "
-        "summariser request); wall = the whole call incl. the checkpoint commit. This work runs "
-        "on the event loop, so every other request of the process waits for it.",
+        "without the summariser call); summariser ms = `stats['llm_ms']`, the time spent "
+        "waiting on the summariser (≈0 here); wall = the whole call incl. the checkpoint "
+        "commit. Building and redacting the summariser requests and the identifier ledger run "
+        "in worker threads, off the event loop; the cut and the estimates run on it.",
         "",
         *compaction_table(run.compactions),
         "",

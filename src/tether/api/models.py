@@ -75,3 +75,27 @@ def parse_chat_request(data: dict[str, Any]) -> ChatRequest:
         raise TetherError(
             400, "invalid_request", f"{param or 'body'}: {msg}", param=param or None
         ) from None
+
+
+def check_limits(chat: ChatRequest, max_messages: int, max_content_chars: int) -> None:
+    """413 for requests within the body limit that are still too big to take on."""
+    if len(chat.messages) > max_messages:
+        raise TetherError(
+            413,
+            "too_many_messages",
+            f"{len(chat.messages)} messages in one request; the limit is {max_messages}",
+            param="messages",
+        )
+    for i, m in enumerate(chat.messages):
+        content = m.content
+        if isinstance(content, list):
+            size = sum(len(str(p.get("text") or p.get("image_url") or "")) for p in content)
+        else:
+            size = len(content or "")
+        if size > max_content_chars:
+            raise TetherError(
+                413,
+                "content_too_large",
+                f"message {i} holds {size:,} characters; the limit is {max_content_chars:,}",
+                param=f"messages[{i}].content",
+            )

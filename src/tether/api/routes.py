@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether.api.body import read_json_object
-from tether.api.models import OWN_FIELDS, parse_chat_request
+from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request
 from tether.api.responses import json_response, where_headers
 from tether.api.state import AppState
 from tether.compaction.policy import CompactionMode
@@ -103,6 +103,7 @@ async def chat_completions(request: Request) -> Response:
     tenant = await state.auth.tenant(request)
     data = await read_json_object(request, state.settings.max_body_bytes)
     chat = parse_chat_request(data)
+    check_limits(chat, state.settings.max_messages, state.settings.max_content_chars)
     conversation_id = _conversation_id(request, chat.conversation)
     history = _history_mode(request)
     compaction = _compaction_mode(request)
@@ -263,6 +264,26 @@ async def get_messages(request: Request) -> Response:
     )
 
 
+async def get_turn(request: Request) -> Response:
+    """A turn's record: status (completed or failed), usage, error, timings."""
+    state, conv = await _owned(request)
+    turn = await state.store.get_turn(conv.tenant_id, conv.id, request.path_params["turn_id"])
+    if turn is None:
+        raise TetherError(404, "turn_not_found", "no such turn in this conversation")
+    body = {
+        "id": turn.id,
+        "object": "conversation.turn",
+        "conversation_id": turn.conversation_id,
+        "status": turn.status,
+        "model": turn.model,
+        "usage": turn.usage,
+        "error": turn.error,
+        "started_at": turn.started_at,
+        "finished_at": turn.finished_at,
+    }
+    return json_response(body, 200, {"X-Tether-Conversation": conv.id})
+
+
 async def get_context(request: Request) -> Response:
     """Window, tokens, threshold, epoch and checkpoints; `?view=true` adds what the model sees."""
     state, conv = await _owned(request)
@@ -314,6 +335,7 @@ routes = [
     Route("/v1/conversations/{conversation_id}", get_conversation, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/context", get_context, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/turns/{turn_id}", get_turn, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/compact", post_compact, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
 ]

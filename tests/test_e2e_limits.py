@@ -1,0 +1,83 @@
+"""Request limits and the turn record endpoint, against a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from tests.support import ScriptedUpstream, TetherServer
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[TetherServer]:
+    srv = TetherServer(
+        tmp_path_factory.mktemp("limits") / "tether.db",
+        scripted.base_url,
+        TETHER_MAX_MESSAGES="3",
+        TETHER_MAX_CONTENT_CHARS="100",
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def test_too_many_messages_is_413(limited: TetherServer, upstream: ScriptedUpstream) -> None:
+    before = limited.counts()
+    r = httpx2.post(limited.url + CHAT, json={"messages": [user("a")] * 4})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "too_many_messages"
+    assert limited.counts() == before and upstream.chat_bodies() == []
+    assert httpx2.post(limited.url + CHAT, json={"messages": [user("a")] * 3}).status_code == 200
+
+
+def test_content_too_large_is_413(limited: TetherServer, upstream: ScriptedUpstream) -> None:
+    before = limited.counts()
+    for content in ("x" * 101, [{"type": "text", "text": "y" * 101}]):
+        r = httpx2.post(
+            limited.url + CHAT, json={"messages": [{"role": "user", "content": content}]}
+        )
+        assert r.status_code == 413
+        err = r.json()["error"]
+        assert err["code"] == "content_too_large" and err["param"] == "messages[0].content"
+    assert limited.counts() == before and upstream.chat_bodies() == []
+
+
+def test_deeply_nested_json_is_a_clean_400(limited: TetherServer) -> None:
+    before = limited.counts()
+    deep = b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000
+    r = httpx2.post(
+        limited.url + CHAT, content=deep + b"}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json"
+    assert "Traceback" not in r.text
+    assert limited.counts() == before
+
+
+def test_turn_records_are_readable(limited: TetherServer, upstream: ScriptedUpstream) -> None:
+    headers = {"X-Hermes-Session-Id": "turns-1"}
+    ok = httpx2.post(limited.url + CHAT, json={"messages": [user("hi")]}, headers=headers)
+    turn_id = ok.headers["x-tether-turn"]
+    r = httpx2.get(f"{limited.url}/v1/conversations/turns-1/turns/{turn_id}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "completed" and body["conversation_id"] == "turns-1"
+    assert body["usage"]["completion_tokens"] > 0 and body["finished_at"] >= body["started_at"]
+    upstream.queue({"status": 500})
+    failed = httpx2.post(limited.url + CHAT, json={"messages": [user("boom")]}, headers=headers)
+    assert failed.status_code == 502
+    with limited.db() as db:
+        (failed_id,) = db.execute("SELECT id FROM turns WHERE status = 'failed'").fetchone()
+    r = httpx2.get(f"{limited.url}/v1/conversations/turns-1/turns/{failed_id}")
+    assert r.json()["status"] == "failed" and r.json()["error"]["code"] == "upstream_error"
+    missing = httpx2.get(f"{limited.url}/v1/conversations/turns-1/turns/turn_nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "turn_not_found"
