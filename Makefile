@@ -9,7 +9,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 # CPU features (AMX) that crashed at the first token on this kind of machine.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: serve test lint typecheck fmt bench clean
+.PHONY: serve test stress lint typecheck fmt bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(TEST_STAMP) $(LOCAL_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The crash/load scenarios with large N (make test runs them with a small N).
+stress: $(TEST_STAMP)
+	TETHER_STRESS_ROUNDS=30 $(BIN)/pytest -q -s tests/test_crash.py
 
 # The benchmark suite (bench/README.md): writes bench/RESULTS.md, under 10 minutes.
 bench: $(TEST_STAMP)
