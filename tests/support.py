@@ -138,7 +138,14 @@ class TetherServer:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
 
     def counts(self) -> dict[str, int]:
-        tables = ("conversations", "messages", "turns", "checkpoints", "conversation_aliases")
+        tables = (
+            "conversations",
+            "messages",
+            "turns",
+            "checkpoints",
+            "conversation_aliases",
+            "idempotency_keys",
+        )
         with self.db() as conn:
             return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -137,3 +138,67 @@ def test_sdk_with_short_timeout_and_key_runs_one_turn(
     assert len(upstream.chat_bodies()) == 1  # 0 duplicate upstream calls
     assert turns(server, "idem-sdk-1") == 1  # 0 duplicate turns
     assert len(server.transcript("idem-sdk-1")) == 2
+
+
+def test_keys_are_scoped_per_tenant(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    """A6: tenant B reusing tenant A's key gets its own turn, never A's response."""
+    srv = TetherServer(tmp_path / "keys.db", upstream.base_url)
+    key_a, key_b = srv.create_key("a"), srv.create_key("b")
+    srv.start()
+    try:
+        same = {"X-Hermes-Session-Id": "shared-name", "Idempotency-Key": "same-key"}
+        a = post(srv, body("from A"), **same, Authorization=f"Bearer {key_a}")
+        b = post(srv, body("from B"), **same, Authorization=f"Bearer {key_b}")
+        assert a.status_code == b.status_code == 200
+        assert "idempotent-replayed" not in b.headers
+        assert b.json()["choices"][0]["message"]["content"] == "echo: from B"
+        assert len(upstream.chat_bodies()) == 2
+    finally:
+        srv.stop()
+
+
+def test_an_expired_key_runs_anew_and_is_reaped(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    """A7: after the retention the same key executes again; the reaper empties the table."""
+    srv = TetherServer(
+        tmp_path / "ttl.db", upstream.base_url, TETHER_IDEMPOTENCY_RETENTION="2"
+    ).start()
+    try:
+        headers = {"X-Hermes-Session-Id": "ttl-1", "Idempotency-Key": "ttl-key"}
+        assert post(srv, body("again"), **headers).status_code == 200
+        assert srv.counts()["idempotency_keys"] == 1
+        time.sleep(2.5)
+        second = post(srv, body("again"), **headers)
+        assert second.status_code == 200 and "idempotent-replayed" not in second.headers
+        assert turns(srv, "ttl-1") == 2
+        deadline = time.monotonic() + 10
+        while srv.counts()["idempotency_keys"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert srv.counts()["idempotency_keys"] == 0
+    finally:
+        srv.stop()
+
+
+def test_a_turn_outlives_a_client_that_disconnects_mid_stream(
+    server: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    """D1: the client goes away after the first events; the turn completes and is stored."""
+    upstream.queue({"content": "one two three four five six seven eight", "chunk_delay": 0.1})
+    with httpx2.stream(
+        "POST",
+        server.url + CHAT,
+        json=body("tell me", stream=True),
+        headers={"X-Hermes-Session-Id": "gone-1"},
+    ) as r:
+        turn_id = r.headers["x-tether-turn"]
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                break  # hang up after the first event
+    deadline = time.monotonic() + 10
+    while len(server.transcript("gone-1")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [c for _, _, c in server.transcript("gone-1")] == [
+        '"tell me"',
+        '"one two three four five six seven eight"',
+    ]
+    record = httpx2.get(f"{server.url}/v1/conversations/gone-1/turns/{turn_id}").json()
+    assert record["status"] == "completed"

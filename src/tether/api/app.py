@@ -96,7 +96,8 @@ def create_app(
         app.state.tether = AppState(settings, db, up, engine, Authenticator(db))
         # claims left running by a previous process never committed: their retries may run
         await db.reap_idempotency(settings.idempotency_retention, running_too=True)
-        reaper = asyncio.create_task(_reap(db, settings.idempotency_retention))
+        retention = settings.idempotency_retention
+        reaper = asyncio.create_task(_reap(db, retention, every=min(600.0, retention)))
         try:
             yield
         finally:
