@@ -330,3 +330,41 @@ def test_concurrency_reject_answers_409_while_a_turn_runs(
     assert r.json()["error"]["code"] == "conversation_busy"
     assert r.headers["retry-after"] == "1"
     assert [c for _, _, c in server.transcript("reject-1")] == ['"slow"', '"echo: slow"']
+
+
+def test_etag_and_if_match_guard_the_transcript(
+    server: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    """B4: every response names the transcript version; a stale If-Match appends nothing."""
+    url = f"{server.url}/v1/chat/completions"
+    headers = {"X-Hermes-Session-Id": "etag-1"}
+    first = httpx2.post(url, headers=headers, json={"messages": [{"role": "user", "content": "a"}]})
+    assert first.headers["etag"] == '"v2"'
+    assert httpx2.get(f"{server.url}/v1/conversations/etag-1").headers["etag"] == '"v2"'
+    ok = httpx2.post(
+        url,
+        headers={**headers, "If-Match": '"v2"'},
+        json={"messages": [{"role": "user", "content": "b"}]},
+    )
+    assert ok.status_code == 200 and ok.headers["etag"] == '"v4"'
+    stale = httpx2.post(
+        url,
+        headers={**headers, "If-Match": '"v2"'},
+        json={"messages": [{"role": "user", "content": "c"}]},
+    )
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "precondition_failed"
+    assert stale.headers["etag"] == '"v4"'
+    assert len(server.transcript("etag-1")) == 4
+    star = httpx2.post(
+        url,
+        headers={**headers, "If-Match": "*"},
+        json={"messages": [{"role": "user", "content": "d"}]},
+    )
+    assert star.status_code == 200 and star.headers["etag"] == '"v6"'
+    missing = httpx2.post(
+        url,
+        headers={"X-Hermes-Session-Id": "etag-new", "If-Match": "*"},
+        json={"messages": [{"role": "user", "content": "x"}]},
+    )
+    assert missing.status_code == 412 and server.transcript("etag-new") == []

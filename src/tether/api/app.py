@@ -36,6 +36,7 @@ REQUEST_HEADERS = [
     "X-Tether-History",
     "X-Tether-Compaction",
     "X-Tether-Concurrency",
+    "If-Match",
 ]
 
 

@@ -15,6 +15,7 @@ EXPOSED_HEADERS = [
     "X-Tether-Epoch",
     "Retry-After",
     "Idempotent-Replayed",
+    "ETag",
 ]
 
 

@@ -22,7 +22,7 @@ from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
-from tether.engine.types import RunningTurn, TurnRequest
+from tether.engine.types import RunningTurn, TurnRequest, etag
 from tether.errors import TetherError
 from tether.store.base import Conversation, IdempotencyKey, IdempotencyRecord, Message
 
@@ -131,6 +131,7 @@ async def chat_completions(request: Request) -> Response:
         history,
         compaction,
         _concurrency(request),
+        if_match=request.headers.get("if-match"),
     )
     idempotency = _idempotency_key(request, tenant, data)
     if idempotency is not None:
@@ -150,6 +151,7 @@ async def chat_completions(request: Request) -> Response:
         result = await running.result
         ran = result["tether"]
         headers = where_headers(ran["conversation_id"], ran["turn_id"], ran["epoch"])
+        headers["ETag"] = info.headers()["ETag"]
         return json_response(result, 200, headers)
     headers = info.headers()
     return EventSourceResponse(_sse(running), headers=headers, ping=15, sep="\n", send_timeout=60)
@@ -223,6 +225,10 @@ async def _owned(request: Request) -> tuple[AppState, Conversation]:
     return state, conv
 
 
+def _conv_headers(conv: Conversation) -> dict[str, str]:
+    return {"X-Tether-Conversation": conv.id, "ETag": etag(conv.last_seq)}
+
+
 def _conversation_json(conv: Conversation) -> dict[str, Any]:
     forked = None
     if conv.forked_from_id:
@@ -243,7 +249,7 @@ def _conversation_json(conv: Conversation) -> dict[str, Any]:
 
 async def get_conversation(request: Request) -> Response:
     _, conv = await _owned(request)
-    return json_response(_conversation_json(conv), 200, {"X-Tether-Conversation": conv.id})
+    return json_response(_conversation_json(conv), 200, _conv_headers(conv))
 
 
 async def get_messages(request: Request) -> Response:
@@ -260,7 +266,7 @@ async def get_messages(request: Request) -> Response:
     return json_response(
         {"object": "list", "conversation_id": conv.id, "data": data},
         200,
-        {"X-Tether-Conversation": conv.id},
+        _conv_headers(conv),
     )
 
 

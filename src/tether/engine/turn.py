@@ -26,7 +26,14 @@ from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
-from tether.engine.types import RunningTurn, TurnInfo, TurnRequest, assistant_message
+from tether.engine.types import (
+    RunningTurn,
+    TurnInfo,
+    TurnRequest,
+    assistant_message,
+    etag,
+    matches,
+)
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
 from tether.store.base import (
@@ -131,6 +138,15 @@ class Engine:
             reject = req.concurrency == "reject"
             async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):
                 target = await load_target(self.store, req, lock_id, model, self.views)
+                current = target.conv.last_seq if target.conv is not None else 0
+                if req.if_match is not None and not matches(req.if_match, current):
+                    raise TetherError(
+                        412,
+                        "precondition_failed",
+                        f"the conversation is at version {etag(current)}, not {req.if_match}; "
+                        "reload it and retry",
+                        headers={"ETag": etag(current)},
+                    )
                 budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
@@ -459,6 +475,10 @@ class Engine:
 
 
 def _info(target: Target, turn: TurnRecord, outcome: Outcome) -> TurnInfo:
+    if target.new is not None:
+        base = target.plan.fork_seq or 0
+    else:
+        base = target.conv.last_seq if target.conv is not None else 0
     return TurnInfo(
         target.conversation_id,
         turn.id,
@@ -467,6 +487,7 @@ def _info(target: Target, turn: TurnRecord, outcome: Outcome) -> TurnInfo:
         outcome.compacted,
         outcome.tokens_before,
         outcome.tokens_after,
+        base + len(target.plan.new) + 1,
     )
 
 

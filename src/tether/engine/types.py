@@ -25,6 +25,7 @@ class TurnRequest:
     compaction: CompactionMode = "auto"
     concurrency: Literal["enqueue", "reject"] = "enqueue"
     idempotency: IdempotencyKey | None = None
+    if_match: str | None = None  # the If-Match header: run only on this transcript version
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class TurnInfo:
     compacted: bool = False
     tokens_before: int | None = None
     tokens_after: int | None = None
+    version: int = 0  # the transcript's last seq once this turn is committed
 
     def headers(self) -> dict[str, str]:
         return {
@@ -45,6 +47,7 @@ class TurnInfo:
             "X-Tether-Conversation": self.conversation_id,
             "X-Tether-Turn": self.turn_id,
             "X-Tether-Epoch": str(self.epoch),
+            "ETag": etag(self.version),
         }
 
     def tether(self) -> dict[str, Any]:
@@ -74,6 +77,17 @@ class RunningTurn:
         self.ready: asyncio.Future[TurnInfo] = loop.create_future()
         self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.events: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+
+def etag(version: int) -> str:
+    """A conversation's transcript version as an entity tag."""
+    return f'"v{version}"'
+
+
+def matches(if_match: str, version: int) -> bool:
+    """RFC 9110 If-Match against the current version (`*` matches any existing one)."""
+    tags = [t.strip() for t in if_match.split(",")]
+    return ("*" in tags and version > 0) or etag(version) in tags or f"W/{etag(version)}" in tags
 
 
 def with_tokens(m: Message) -> Message:
