@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest request body accepted.")
     max_messages: int = Field(4096, ge=1, description="Most messages one request may carry.")
     max_content_chars: int = Field(
-        4_000_000, ge=1, description="Most characters in one message's content."
+        8 * 1024 * 1024, ge=1, description="Most characters in one message's content."
     )
     queue_timeout: float = Field(
         30.0,
