@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         86400.0, description="Seconds an Idempotency-Key's result is kept for replay (24 h)."
     )
     view_cache_messages: int = Field(
-        50_000,
+        30_000,
         ge=0,
         description="Messages of recent conversations' views kept in memory (~320 bytes each); "
         "0 turns the cache off.",
