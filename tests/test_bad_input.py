@@ -238,7 +238,9 @@ def test_413_body_too_large(
     assert ("content-length" in resp.request.headers) is not chunked
     assert upstream.chat_bodies() == []
     # A body just under the limit, chunked or not, is accepted by the same server.
-    resp = httpx2.post(srv.url + CHAT, content=body_of(limit - 100, chunked), headers=JSON_CT)
+    resp = httpx2.post(
+        srv.url + CHAT, content=body_of(limit - 100, chunked), headers=JSON_CT, timeout=60
+    )  # 8 MB is counted by Tether and the scripted upstream: seconds, not milliseconds
     assert resp.status_code == 200, resp.text
 
 
