@@ -220,6 +220,11 @@ def create_app(context_window: int | None = None) -> Starlette:
             "model": body.get("model") or "scripted",
         }
 
+        if item.get("malformed"):  # a broken upstream: not JSON where JSON belongs
+            if not body.get("stream"):
+                return Response(b"<html>bad gateway</html>", media_type=JSON)
+            return Response(b"data: " + b'{"id": "x", "choices": [' + b"\n\n", media_type=SSE)
+
         if not body.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": content}
             if tool_calls:
