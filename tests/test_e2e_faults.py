@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx2
 
 from tests.support import ScriptedUpstream, TetherServer
@@ -41,3 +43,24 @@ def test_malformed_first_stream_chunk_is_a_plain_502(
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]["code"] == "upstream_bad_response"
     assert server.counts() == before  # a new conversation: nothing at all is written
+
+
+def test_one_deadline_per_turn(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    srv = TetherServer(tmp_path / "deadline.db", upstream.base_url, TETHER_MAX_TURN_SECONDS="1")
+    srv.start()
+    try:
+        upstream.queue(
+            {"delay": 3}
+        )  # slower than the turn's deadline, well within the read timeout
+        r = ask(srv, False, "deadline-1")
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "turn_deadline_exceeded"
+        # mid-stream: the deadline ends the stream with an error event, nothing is stored
+        upstream.queue({"content": "x" * 40, "chunk_size": 1, "chunk_delay": 0.1})
+        r = ask(srv, True, "deadline-1")
+        assert r.status_code == 200
+        events = [line for line in r.text.splitlines() if line.startswith("data:")]
+        assert "turn_deadline_exceeded" in events[-1] and "[DONE]" not in r.text
+        assert srv.transcript("deadline-1") == []
+    finally:
+        srv.stop()

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         120.0, description="Seconds to wait for the upstream to answer (per read)."
     )
     upstream_connect_timeout: float = Field(10.0, description="Seconds to connect upstream.")
+    max_turn_seconds: float = Field(
+        600.0, gt=0, description="One deadline per turn for the model's answer (504 after it)."
+    )
     upstream_retries: int = Field(
         2, description="Retries on connect errors, 429 and 5xx, only before the first token."
     )

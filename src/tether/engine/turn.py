@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -261,6 +263,23 @@ class Engine:
         return True
 
     # -- the upstream call ---------------------------------------------------------------
+    @asynccontextmanager
+    async def _deadline(self, turn: TurnRecord) -> AsyncIterator[None]:
+        """One total deadline per turn (TETHER_MAX_TURN_SECONDS from its start) for the model's
+        answer; the commit after it is never cut short."""
+        limit = self.settings.max_turn_seconds
+        remaining = turn.started_at + limit - time.time()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                yield
+        except TimeoutError:
+            raise TetherError(
+                504,
+                "turn_deadline_exceeded",
+                f"the turn took longer than {limit:g} s (TETHER_MAX_TURN_SECONDS); nothing "
+                "was stored",
+            ) from None
+
     async def _call(
         self,
         req: TurnRequest,
@@ -289,7 +308,8 @@ class Engine:
         pending: frozenset[str],
     ) -> None:
         assert self.upstream is not None
-        response = await self.upstream.complete(body)
+        async with self._deadline(turn):
+            response = await self.upstream.complete(body)
         turn.first_token_at = time.time()
         choices = response.get("choices") or [{}]
         usage = response.get("usage")
@@ -323,19 +343,20 @@ class Engine:
         sent: list[bytes] | None = [] if req.idempotency is not None else None  # for replay
         if sent is not None and outcome.compacted:
             sent.append(_compaction_comment(target, outcome))
-        async for chunk in self.upstream.stream(body):
-            if turn.first_token_at is None:
-                # headers go out now: an upstream failure before this is a plain HTTP error
-                turn.first_token_at = time.time()
-                running.ready.set_result(_info(target, turn, outcome))
-            acc.add(chunk.data)
-            choices = chunk.data.get("choices")
-            if held or not choices or any(c.get("finish_reason") for c in choices):
-                held.append(chunk.data)
-            else:
-                running.events.put_nowait(chunk.raw)
-                if sent is not None:
-                    sent.append(chunk.raw)
+        async with self._deadline(turn):
+            async for chunk in self.upstream.stream(body):
+                if turn.first_token_at is None:
+                    # headers go out now: an upstream failure before this is a plain HTTP error
+                    turn.first_token_at = time.time()
+                    running.ready.set_result(_info(target, turn, outcome))
+                acc.add(chunk.data)
+                choices = chunk.data.get("choices")
+                if held or not choices or any(c.get("finish_reason") for c in choices):
+                    held.append(chunk.data)
+                else:
+                    running.events.put_nowait(chunk.raw)
+                    if sent is not None:
+                        sent.append(chunk.raw)
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
