@@ -8,12 +8,11 @@ import platform
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
 
-from tether.testing.processes import free_port, stop
+from tether.testing.processes import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -198,18 +197,12 @@ class Tether:
             stdout=self._logfile,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tether exited {self.proc.returncode}: {self.output()}")
-            try:
-                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"tether did not start: {self.output()}")
+        try:
+            wait_ready(f"{self.url}/health", self.proc, 30, self.log)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

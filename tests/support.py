@@ -6,13 +6,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
-from tether.testing.processes import free_port, stop
+from tether.testing.processes import free_port, stop, wait_ready
 
 
 class ScriptedUpstream:
@@ -84,17 +83,8 @@ class TetherServer:
             stdout=self.logfile,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tether exited {self.proc.returncode}: {self.output()}")
-            try:
-                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"tether did not start: {self.output()}")
+        wait_ready(f"{self.url}/health", self.proc, timeout, self.log)
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

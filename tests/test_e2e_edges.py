@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from tests.support import ScriptedUpstream, TetherServer, free_port, stop
+from tether.testing.processes import wait_ready
 
 MAIN_SETTINGS_ENV = (
     "TETHER_HOST",
@@ -505,19 +506,11 @@ class Serve:
             stdout=self.logfile,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError(f"tether exited {self.proc.returncode}: {self.output()}")
-            try:
-                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.05)
-        self.close()
-        raise RuntimeError(f"tether is not listening on {self.url}: {self.output()}")
+        try:
+            wait_ready(f"{self.url}/health", self.proc, 20, log)
+        except RuntimeError:
+            self.close()
+            raise
 
     def output(self) -> str:
         return words(self.log.read_text(errors="replace"))

@@ -21,12 +21,3 @@ EXPOSED_HEADERS = [
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def where_headers(conversation_id: str, turn_id: str, epoch: int) -> dict[str, str]:
-    return {
-        "X-Hermes-Session-Id": conversation_id,
-        "X-Tether-Conversation": conversation_id,
-        "X-Tether-Turn": turn_id,
-        "X-Tether-Epoch": str(epoch),
-    }

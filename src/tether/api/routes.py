@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import orjson
 from sse_starlette import EventSourceResponse
@@ -16,17 +16,17 @@ from starlette.routing import Route
 
 from tether.api.body import read_json_object
 from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request
-from tether.api.responses import json_response, where_headers
+from tether.api.responses import json_response
 from tether.api.state import AppState
 from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
-from tether.engine.types import RunningTurn, TurnRequest, etag
+from tether.engine.types import ConcurrencyMode, RunningTurn, TurnRequest, etag
 from tether.errors import TetherError
 from tether.store.base import Conversation, IdempotencyKey, IdempotencyRecord, Message
 
-_HISTORY_MODES = ("append", "replay", "auto")
+_HISTORY_MODES = ("auto", "append", "replay")
 _COMPACTION_MODES = ("auto", "off", "now")
 _MEANINGFUL_HEADERS = (
     "x-tether-conversation",
@@ -62,40 +62,15 @@ def _conversation_id(request: Request, body_value: str | None) -> str | None:
     return next(iter(named.values()), None)
 
 
-def _history_mode(request: Request) -> HistoryMode:
-    value = request.headers.get("x-tether-history", "auto").strip().lower()
-    if value not in _HISTORY_MODES:
+def _choice(request: Request, header: str, choices: tuple[str, ...]) -> str:
+    """A header that names one of `choices` (the first is the default); 400 otherwise."""
+    value = request.headers.get(header, choices[0]).strip().lower()
+    if value not in choices:
+        allowed = ", ".join(f"'{c}'" for c in choices)
         raise TetherError(
-            400,
-            "invalid_header",
-            "X-Tether-History must be 'auto', 'append' or 'replay'",
-            param="x-tether-history",
+            400, "invalid_header", f"{header} must be one of {allowed}", param=header.lower()
         )
-    return cast(HistoryMode, value)
-
-
-def _compaction_mode(request: Request) -> CompactionMode:
-    value = request.headers.get("x-tether-compaction", "auto").strip().lower()
-    if value not in _COMPACTION_MODES:
-        raise TetherError(
-            400,
-            "invalid_header",
-            "X-Tether-Compaction must be 'auto', 'off' or 'now'",
-            param="x-tether-compaction",
-        )
-    return cast(CompactionMode, value)
-
-
-def _concurrency(request: Request) -> Literal["enqueue", "reject"]:
-    value = request.headers.get("x-tether-concurrency", "enqueue").strip().lower()
-    if value not in ("enqueue", "reject"):
-        raise TetherError(
-            400,
-            "invalid_header",
-            "X-Tether-Concurrency must be 'enqueue' or 'reject'",
-            param="x-tether-concurrency",
-        )
-    return "reject" if value == "reject" else "enqueue"
+    return value
 
 
 async def chat_completions(request: Request) -> Response:
@@ -105,8 +80,8 @@ async def chat_completions(request: Request) -> Response:
     chat = parse_chat_request(data)
     check_limits(chat, state.settings.max_messages, state.settings.max_content_chars)
     conversation_id = _conversation_id(request, chat.conversation)
-    history = _history_mode(request)
-    compaction = _compaction_mode(request)
+    history = cast(HistoryMode, _choice(request, "X-Tether-History", _HISTORY_MODES))
+    compaction = cast(CompactionMode, _choice(request, "X-Tether-Compaction", _COMPACTION_MODES))
     messages = [
         Message(
             role=m.role,
@@ -130,7 +105,7 @@ async def chat_completions(request: Request) -> Response:
         params,
         history,
         compaction,
-        _concurrency(request),
+        cast(ConcurrencyMode, _choice(request, "X-Tether-Concurrency", ("enqueue", "reject"))),
         if_match=request.headers.get("if-match"),
     )
     idempotency = _idempotency_key(request, tenant, data)
@@ -149,10 +124,7 @@ async def chat_completions(request: Request) -> Response:
         raise
     if not chat.stream:
         result = await running.result
-        ran = result["tether"]
-        headers = where_headers(ran["conversation_id"], ran["turn_id"], ran["epoch"])
-        headers["ETag"] = info.headers()["ETag"]
-        return json_response(result, 200, headers)
+        return json_response(result, 200, running.final_headers)
     headers = info.headers()
     return EventSourceResponse(_sse(running), headers=headers, ping=15, sep="\n", send_timeout=60)
 

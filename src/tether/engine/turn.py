@@ -323,6 +323,7 @@ class Engine:
         if req.idempotency is not None:
             stored = StoredResponse(req.idempotency, False, orjson.dumps(response), info.headers())
         await self._commit(turn, target, reply, pending, stored)
+        running.final_headers = info.headers()
         running.result.set_result(response)
 
     async def _stream(

@@ -11,6 +11,8 @@ from tether.compaction.tokens import count_message
 from tether.engine.merge import HistoryMode, text_of
 from tether.store.base import IdempotencyKey, Message
 
+ConcurrencyMode = Literal["enqueue", "reject"]
+
 
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
@@ -23,7 +25,7 @@ class TurnRequest:
     params: dict[str, Any]
     history: HistoryMode = "auto"
     compaction: CompactionMode = "auto"
-    concurrency: Literal["enqueue", "reject"] = "enqueue"
+    concurrency: ConcurrencyMode = "enqueue"
     idempotency: IdempotencyKey | None = None
     if_match: str | None = None  # the If-Match header: run only on this transcript version
 
@@ -77,6 +79,7 @@ class RunningTurn:
         self.ready: asyncio.Future[TurnInfo] = loop.create_future()
         self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.events: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.final_headers: dict[str, str] = {}  # where it ran, set with `result`
 
 
 def etag(version: int) -> str:
