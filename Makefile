@@ -43,9 +43,11 @@ test: $(TEST_STAMP) $(LOCAL_STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-# The crash/load scenarios with large N (make test runs them with a small N).
+# The crash/load scenarios and the reliability matrix's scenarios with large N (make test runs
+# them with a small N).
 stress: $(TEST_STAMP)
-	TETHER_STRESS_ROUNDS=30 $(BIN)/pytest -q -s tests/test_crash.py
+	TETHER_STRESS_ROUNDS=30 $(BIN)/pytest -q -s tests/test_crash.py tests/test_e2e_matrix.py \
+		tests/test_e2e_turns.py
 
 # The benchmark suite (bench/README.md): writes bench/RESULTS.md, under 10 minutes.
 bench: $(TEST_STAMP)

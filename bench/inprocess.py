@@ -84,7 +84,7 @@ async def run(db: Path, upstream_url: str, convs: list[str], n: int, profile: bo
         _wrap(state.upstream, "complete", sink)
         transport = httpx2.ASGITransport(app=app)
         totals: list[float] = []
-        async with httpx2.AsyncClient(transport=transport, base_url="http://tether") as client:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
 
             async def one(i: int, record: bool) -> None:
                 body = orjson.dumps(

@@ -184,10 +184,13 @@ def test_identifiers_survive_ten_compactions(srv: TetherServer, upstream: Script
 def test_race_messages_committed_during_slow_summary_are_kept(
     srv: TetherServer, upstream: ScriptedUpstream
 ) -> None:
+    """B6: a burst of 10 messages while a compaction runs (slow summariser): exactly one new
+    checkpoint, covering only what was committed before it began; nothing lost or merged."""
     client = sdk(srv, "race-1")
     for i in range(10):
         chat(client, f"before {i} " + words(10, "b"))
-    last_before = context(srv, "race-1")["messages_total"]
+    before = context(srv, "race-1")
+    last_before = before["messages_total"]
     upstream.queue({"match": SUMMARISER, "delay": 2.0, "content": "SUMMARY (slow)"})
     result: dict[str, Any] = {}
 
@@ -205,6 +208,8 @@ def test_race_messages_committed_during_slow_summary_are_kept(
     assert result["covers_through_seq"] <= last_before
     info = context(srv, "race-1", view=True)
     assert info["messages_total"] == last_before + 10
+    assert len(info["checkpoints"]) == len(before["checkpoints"]) + 1
+    assert [c["epoch"] for c in info["checkpoints"]] == list(range(1, info["epoch"] + 1))
     contents = [m["content"] for m in info["view"][1:]]
     for i in range(5):
         assert f"during {i}" in contents and f"echo: during {i}" in contents

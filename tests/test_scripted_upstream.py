@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -256,3 +257,156 @@ def test_reset_clears(http: httpx2.Client) -> None:
     assert http.get("/_script/requests").json() == []
     r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "y"}]})
     assert r.json()["choices"][0]["message"]["content"] == "echo: y"
+
+
+# -- fault: a broken upstream ----------------------------------------------------------------------
+
+LONG = "abcdefghijkl"
+
+
+def _chat(stream: bool = True, text: str = "x") -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+def _content(frames: list[str]) -> str:
+    """The content of the well-formed chunk frames among `frames` (lines without 'data: ')."""
+    out = ""
+    for frame in frames:
+        if frame == "[DONE]":
+            continue
+        chunk = json.loads(frame)
+        out += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
+    return out
+
+
+def _still_healthy(http: httpx2.Client) -> None:
+    r = http.post("/v1/chat/completions", json=_chat(False, "ok"))
+    assert r.json()["choices"][0]["message"]["content"] == "echo: ok"
+
+
+def test_fault_reset_mid_stream_is_a_tcp_reset(http: httpx2.Client) -> None:
+    _queue(
+        http,
+        {"content": LONG, "chunk_size": 2, "chunk_delay": 0.05, "fault": "reset",
+         "fault_after_chunks": 2},
+    )  # fmt: skip
+    frames: list[str] = []
+    # RST: "connection reset" (ReadError), not a FIN (RemoteProtocolError: incomplete body)
+    with (
+        pytest.raises(httpx2.ReadError) as exc_info,
+        http.stream("POST", "/v1/chat/completions", json=_chat()) as r,
+    ):
+        assert r.status_code == 200
+        frames.extend(ln[6:] for ln in r.iter_lines() if ln.startswith("data: "))
+    assert "reset" in str(exc_info.value).lower() or "104" in str(exc_info.value)
+    assert _content(frames) == "abcd"
+    _still_healthy(http)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_fault_reset_at_the_start_sends_no_status_line(http: httpx2.Client, stream: bool) -> None:
+    _queue(http, {"fault": "reset"})
+    with pytest.raises(httpx2.ReadError):
+        http.post("/v1/chat/completions", json=_chat(stream))
+    assert len(http.get("/_script/requests").json()) == 1  # it was received, then reset
+    _still_healthy(http)
+
+
+def test_fault_truncate_ends_a_stream_cleanly_without_final_chunk_or_done(
+    http: httpx2.Client,
+) -> None:
+    _queue(http, {"content": LONG, "chunk_size": 2, "fault": "truncate", "fault_after_chunks": 3})
+    r = http.post("/v1/chat/completions", json=_chat())  # no exception: the body ended properly
+    frames = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+    assert "[DONE]" not in frames
+    assert _content(frames) == "abcdef"
+    assert all(c["finish_reason"] is None for f in frames for c in json.loads(f)["choices"])
+    # at the start: the headers and nothing else
+    _queue(http, {"fault": "truncate"})
+    r = http.post("/v1/chat/completions", json=_chat())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.content == b""
+
+
+def test_fault_truncate_cuts_a_json_body_short_of_its_length(http: httpx2.Client) -> None:
+    _queue(http, {"content": "a complete answer", "fault": "truncate"})
+    with pytest.raises(httpx2.RemoteProtocolError):
+        http.post("/v1/chat/completions", json=_chat(False))
+    _still_healthy(http)
+
+
+def test_fault_malformed_mid_stream_then_the_rest(http: httpx2.Client) -> None:
+    _queue(http, {"content": LONG, "chunk_size": 4, "fault": "malformed", "fault_after_chunks": 1})
+    r = http.post("/v1/chat/completions", json=_chat())
+    frames = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+    bad = [i for i, f in enumerate(frames) if f != "[DONE]" and not _is_json(f)]
+    assert bad == [2]  # after the role chunk and one content chunk
+    assert frames[-1] == "[DONE]"
+    assert _content(frames[:2] + frames[3:]) == LONG
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_fault_junk_is_ten_mib_of_non_sse_bytes(http: httpx2.Client) -> None:
+    _queue(http, {"fault": "junk"})
+    r = http.post("/v1/chat/completions", json=_chat())
+    assert r.status_code == 200
+    assert len(r.content) == 10 * 1024 * 1024
+    assert b"data:" not in r.content and b"\n" in r.content
+    with pytest.raises(UnicodeDecodeError):
+        r.content.decode()
+    # mid-stream, a JSON reply, and a smaller size
+    _queue(
+        http,
+        [{"content": LONG, "chunk_size": 4, "fault": "junk", "fault_after_chunks": 2,
+          "junk_bytes": 1000},
+         {"fault": "junk", "junk_bytes": 3000}],
+    )  # fmt: skip
+    r = http.post("/v1/chat/completions", json=_chat())
+    head, _, junk = r.content.partition(b"\n\n" + bytes(range(256))[:10])
+    assert len(junk) + 10 == 1000
+    frames = [ln[6:] for ln in head.decode().split("\n\n") if ln.startswith("data: ")]
+    assert _content(frames) == "abcdefgh" and "[DONE]" not in frames
+    r = http.post("/v1/chat/completions", json=_chat(False))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert len(r.content) == 3000 and not _is_json(r.content.decode("latin-1"))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_fault_stall_sends_headers_then_goes_silent(http: httpx2.Client, stream: bool) -> None:
+    _queue(http, {"content": "late", "fault": "stall", "stall": 0.6})
+    started = time.monotonic()
+    with http.stream("POST", "/v1/chat/completions", json=_chat(stream)) as r:
+        headers_at = time.monotonic() - started
+        body = r.read()
+    done_at = time.monotonic() - started
+    assert headers_at < 0.4 and done_at >= 0.6
+    assert b"late" in body
+    if stream:  # mid-stream: the gap is between two content chunks
+        _queue(
+            http,
+            {"content": LONG, "chunk_size": 4, "fault": "stall", "stall": 0.6,
+             "fault_after_chunks": 1},
+        )  # fmt: skip
+        arrivals: list[tuple[float, str]] = []
+        started = time.monotonic()
+        with http.stream("POST", "/v1/chat/completions", json=_chat()) as r:
+            for ln in r.iter_lines():
+                if ln.startswith("data: ") and ln != "data: [DONE]":
+                    arrivals.append((time.monotonic() - started, _content([ln[6:]])))
+        pieces = [p for _, p in arrivals if p]
+        assert pieces == ["abcd", "efgh", "ijkl"]
+        first, second = (t for t, p in arrivals if p in ("abcd", "efgh"))
+        assert second - first >= 0.6
+
+
+def test_unknown_fault_is_a_400(http: httpx2.Client) -> None:
+    _queue(http, {"fault": "explode"})
+    r = http.post("/v1/chat/completions", json=_chat(False))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_script"

@@ -330,6 +330,8 @@ async def test_new_conversation_commit_stores_everything(store: Store) -> None:
         error=None,
         started_at=turn.started_at,
         finished_at=turn.finished_at,
+        first_seq=1,
+        last_seq=len(messages),
     )
 
 
@@ -699,13 +701,41 @@ async def test_messages_stay_loadable_after_a_checkpoint(store: Store) -> None:
 # -- failed turns and get_turn ------------------------------------------------------------
 
 
-async def test_record_failed_turn(store: Store) -> None:
+async def test_running_turn_is_replaced_by_its_end_and_abandoned_ones_are_incomplete(
+    store: Store,
+) -> None:
+    conv = await create(store, "tenant-a", "conv-1", chat(2))
+    done = new_turn(status="running")
+    left = new_turn(status="running")
+    await store.record_turn(conv.pk, done)
+    await store.record_turn(conv.pk, left)
+    row = await store.get_turn("tenant-a", "conv-1", done.id)
+    assert row is not None and row.status == "running" and row.first_seq is None
+
+    done.status, done.finished_at = "completed", done.started_at + 1
+    await append(store, conv, chat(2, "n"), turn=done)
+    row = await store.get_turn("tenant-a", "conv-1", done.id)
+    assert row is not None
+    assert (row.status, row.first_seq, row.last_seq) == ("completed", 3, 4)
+
+    error = {"code": "server_restarted", "message": "the server stopped"}
+    assert await store.abandon_running_turns(error) == 1
+    row = await store.get_turn("tenant-a", "conv-1", left.id)
+    assert row is not None
+    assert (row.status, row.error) == ("incomplete", error)
+    assert row.finished_at is not None
+    kept = await store.get_turn("tenant-a", "conv-1", done.id)
+    assert kept is not None and kept.status == "completed"
+    assert await store.abandon_running_turns(error) == 0
+
+
+async def test_record_turn(store: Store) -> None:
     conv = await create(store, "tenant-a", "conv-1", chat(2))
     before = await store.counts()
     error = {"code": "upstream_error", "message": "boom ✗", "status": 502, "detail": [1, None]}
     failed = new_turn(status="failed", error=error, model="model-b")
 
-    await store.record_failed_turn(conv.pk, failed)
+    await store.record_turn(conv.pk, failed)
 
     assert await store.get_turn("tenant-a", "conv-1", failed.id) == TurnRow(
         id=failed.id,

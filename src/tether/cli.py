@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 import structlog
 import typer
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from tether import __version__
+from tether.api import serving
 from tether.api.app import create_app
-from tether.api.auth import OPEN_TENANT, hash_key, new_key
+from tether.api.auth import KEY_PREFIX, OPEN_TENANT, hash_key, new_key
 from tether.config import Settings, load_settings
 from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
@@ -167,16 +167,7 @@ def serve(
     settings, local_server = _start_local_model(settings)
     _banner(settings, keys, local_server is not None)
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=30,
-        )
+        serving.run(create_app(settings), settings)
     finally:
         if local_server is not None:
             local_server.stop()
@@ -239,6 +230,37 @@ def keys_create(
     asyncio.run(_with_store(settings, run))
     print(f"created a key for tenant {tenant!r}; store it now, it is not shown again:")
     print(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key, or its first 7 characters (tk_XXXX)")],
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Revoke an API key, named by the key itself or its 7-character prefix. A running server
+    stops accepting it within 30 seconds. Revoking every key does not turn authentication off."""
+    settings = load_settings(config, database_url=database_url)
+    key = key.strip()
+    if not key.startswith(KEY_PREFIX) or len(key) < 7:
+        err.print(f"[red]error:[/red] expected a key or its first 7 characters ({KEY_PREFIX}XXXX)")
+        raise typer.Exit(2)
+    prefix, digest = key[:7], (hash_key(key) if len(key) > 7 else None)
+
+    async def run(store: Store) -> int:
+        return await store.revoke_api_key(prefix, digest)
+
+    matched = asyncio.run(_with_store(settings, run))
+    if matched == 0:
+        err.print(f"[red]error:[/red] no active key matches {prefix}…")
+        raise typer.Exit(1)
+    if matched > 1:
+        err.print(
+            f"[red]error:[/red] {matched} active keys start with {prefix}: give the whole key; "
+            "nothing was revoked"
+        )
+        raise typer.Exit(1)
+    print(f"revoked the key {prefix}…")
 
 
 @conv_app.command("list")

@@ -57,6 +57,27 @@ class Settings(BaseSettings):
     idempotency_retention: float = Field(
         86400.0, description="Seconds an Idempotency-Key's result is kept for replay (24 h)."
     )
+    on_disconnect: Literal["continue", "cancel"] = Field(
+        "continue",
+        description="When a streaming client goes away mid-turn: continue (finish and store "
+        "the turn; resumable) or cancel it.",
+    )
+    resume_buffer_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="Bytes of recent streamed turns' events kept in memory, so a client can "
+        "resume with Last-Event-ID after the turn finished.",
+    )
+    stream_send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a stream waits for a client that stopped reading before closing it.",
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM: seconds running turns get to finish before they are stopped.",
+    )
     view_cache_messages: int = Field(
         30_000,
         ge=0,
@@ -65,6 +86,24 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides localhost, 127.0.0.1 and [::1] (DNS "
+        "rebinding protection, 421 otherwise). Empty: only those when listening on a loopback "
+        "address, any host otherwise. '*' accepts any.",
+    )
+    rate_limit_rps: float = Field(
+        0.0,
+        ge=0,
+        description="Requests a second allowed per API key (token bucket; 429 "
+        "rate_limit_exceeded beyond it). 0 turns rate limiting off.",
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description="Requests a key may send at once before the rate applies; 0 means one "
+        "second's worth (at least 1).",
     )
     default_context_window: int = Field(
         128000, description="Context window (tokens) of models not listed in model_context_windows."

@@ -14,6 +14,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tether.api.auth import Authenticator
 from tether.api.errors import http_error, tether_error, unexpected_error
+from tether.api.hosts import HostGuard, allowed_hosts
+from tether.api.ratelimit import RateLimiter
 from tether.api.responses import EXPOSED_HEADERS
 from tether.api.routes import routes
 from tether.api.state import AppState
@@ -94,28 +96,44 @@ def create_app(
         engine = Engine(db, up, settings)
         if up is not None:
             await _discover_windows(up, engine)
-        app.state.tether = AppState(settings, db, up, engine, Authenticator(db))
+        app.state.tether = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
         # claims left running by a previous process never committed: their retries may run
         await db.reap_idempotency(settings.idempotency_retention, running_too=True)
+        # ...and turns they left running never finished (one server per SQLite file, so none
+        # of them is running anywhere now)
+        abandoned = await db.abandon_running_turns(
+            {
+                "message": "the server stopped before this turn finished; nothing of it was "
+                "stored — send it again (with the same Idempotency-Key, if it had one)",
+                "type": "server_error",
+                "code": "server_restarted",
+            }
+        )
+        if abandoned:
+            log.warning("turns.marked_incomplete", turns=abandoned)
         retention = settings.idempotency_retention
         reaper = asyncio.create_task(_reap(db, retention, every=min(600.0, retention)))
         try:
             yield
         finally:
             reaper.cancel()
-            await engine.drain(timeout=30)
+            await engine.drain(settings.shutdown_grace_seconds)
             if up is not None:
                 await up.aclose()
             await db.close()
 
+    limiter = None
+    if settings.rate_limit_rps > 0:
+        limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
     middleware = [
+        Middleware(HostGuard, allowed=allowed_hosts(settings)),  # first: before CORS answers
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=REQUEST_HEADERS,
             expose_headers=EXPOSED_HEADERS,
-        )
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -1,5 +1,6 @@
 """`Authorization: Bearer <key>` → tenant. With no keys at all (allowed on loopback only) every
-caller is the `default` tenant."""
+caller is the `default` tenant. The per-key rate limit (if on) is applied here too, since every
+authenticated route asks for its tenant first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from starlette.requests import Request
 
+from tether.api.ratelimit import RateLimiter
 from tether.errors import TetherError
 from tether.store.base import Store
 
@@ -25,8 +27,15 @@ def hash_key(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: Store, open_check_ttl: float = 2.0, key_ttl: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        open_check_ttl: float = 2.0,
+        key_ttl: float = 30.0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.store = store
+        self.limiter = limiter
         self._ttl = open_check_ttl
         self._open: tuple[float, bool] = (0.0, False)
         self._key_ttl = key_ttl
@@ -42,6 +51,14 @@ class Authenticator:
         return value
 
     async def tenant(self, request: Request) -> str:
+        """The caller's tenant; 401 without a valid key, 429 over the key's rate limit."""
+        tenant, bucket = await self._identify(request)
+        if self.limiter is not None:
+            self.limiter.check(bucket)
+        return tenant
+
+    async def _identify(self, request: Request) -> tuple[str, str]:
+        """(tenant, rate-limit bucket): the key's hash for a valid key, else the open tenant."""
         header = request.headers.get("authorization")
         if header:
             scheme, _, key = header.partition(" ")
@@ -51,18 +68,18 @@ class Authenticator:
             now = time.monotonic()
             hit = self._keys.get(digest)
             if hit is not None and now - hit[0] < self._key_ttl:
-                return hit[1]
+                return hit[1], digest
             tenant = await self.store.tenant_for_key(digest)
             if tenant is not None:
                 if len(self._keys) > 10000:
                     self._keys.clear()
                 self._keys[digest] = (now, tenant)
-                return tenant
+                return tenant, digest
             if not await self.is_open():
                 raise TetherError(401, "invalid_api_key", "the API key is not valid")
-            return OPEN_TENANT
+            return OPEN_TENANT, OPEN_TENANT
         if await self.is_open():
-            return OPEN_TENANT
+            return OPEN_TENANT, OPEN_TENANT
         raise TetherError(
             401, "missing_api_key", "send your Tether key as 'Authorization: Bearer <key>'"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.config import JsonDict
 
 from tether.errors import TetherError
 
@@ -22,8 +23,39 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+_NOT_NULL: JsonDict = {"not": {"type": "null"}}
+# `_check` below, as JSON Schema (for the OpenAPI description: api/openapi.py)
+_MESSAGE_RULES: JsonDict = {
+    "allOf": [
+        {
+            "if": {"properties": {"role": {"const": "tool"}}},
+            "then": {
+                "required": ["tool_call_id"],
+                "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+            },
+        },
+        {
+            "if": {"properties": {"role": {"enum": ["system", "developer", "user"]}}},
+            "then": {"required": ["content"], "properties": {"content": _NOT_NULL}},
+        },
+        {
+            "if": {"properties": {"role": {"const": "assistant"}}},
+            "then": {
+                "anyOf": [
+                    {"required": ["content"], "properties": {"content": _NOT_NULL}},
+                    {
+                        "required": ["tool_calls"],
+                        "properties": {"tool_calls": {"type": "array", "minItems": 1}},
+                    },
+                ]
+            },
+        },
+    ]
+}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_MESSAGE_RULES)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     tool_calls: list[ToolCall] | None = None
@@ -43,17 +75,17 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool = Field(False, strict=True)  # not "yes" or 1: the JSON type the spec says
     stream_options: StreamOptions | None = None
     conversation: str | None = None
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = Field(None, ge=1, le=1, strict=True)
 
 
 # Fields Tether consumes itself; everything else in the body goes to the upstream as sent.

@@ -4,40 +4,43 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, cast
 
 import orjson
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether.api import turns
+from tether.api.access import owned, state_of
 from tether.api.body import read_json_object
 from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request
+from tether.api.openapi import get_openapi
 from tether.api.responses import json_response
-from tether.api.state import AppState
+from tether.api.sse import replay_stream, turn_stream
 from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
-from tether.engine.types import ConcurrencyMode, RunningTurn, TurnRequest, etag
+from tether.engine.types import ConcurrencyMode, TurnRequest, etag
 from tether.errors import TetherError
-from tether.store.base import Conversation, IdempotencyKey, IdempotencyRecord, Message
+from tether.store.base import (
+    Conversation,
+    IdempotencyKey,
+    IdempotencyRecord,
+    Message,
+)
 
 _HISTORY_MODES = ("auto", "append", "replay")
 _COMPACTION_MODES = ("auto", "off", "now")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MEANINGFUL_HEADERS = (
     "x-tether-conversation",
     "x-hermes-session-id",
     "x-tether-history",
     "x-tether-compaction",
 )
-
-
-def _state(request: Request) -> AppState:
-    return cast(AppState, request.app.state.tether)
 
 
 def _conversation_id(request: Request, body_value: str | None) -> str | None:
@@ -74,7 +77,7 @@ def _choice(request: Request, header: str, choices: tuple[str, ...]) -> str:
 
 
 async def chat_completions(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     tenant = await state.auth.tenant(request)
     data = await read_json_object(request, state.settings.max_body_bytes)
     chat = parse_chat_request(data)
@@ -125,8 +128,7 @@ async def chat_completions(request: Request) -> Response:
     if not chat.stream:
         result = await running.result
         return json_response(result, 200, running.final_headers)
-    headers = info.headers()
-    return EventSourceResponse(_sse(running), headers=headers, ping=15, sep="\n", send_timeout=60)
+    return turn_stream(state, running, 0, info.headers())
 
 
 def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> IdempotencyKey | None:
@@ -164,37 +166,7 @@ def _replay(record: IdempotencyRecord, key: IdempotencyKey) -> Response:
     headers = {**(record.headers or {}), "Idempotent-Replayed": "true"}
     if not record.stream:
         return Response(record.response, 200, headers, media_type="application/json")
-    payloads = [p.encode() for p in orjson.loads(record.response)]
-    return EventSourceResponse(_frames(payloads), headers=headers, sep="\n")
-
-
-async def _frames(payloads: list[bytes]) -> AsyncIterator[bytes]:
-    for payload in payloads:
-        yield _frame(payload)
-
-
-def _frame(payload: bytes) -> bytes:
-    if payload.startswith(b":"):
-        return payload + b"\n\n"  # an SSE comment: every parser skips it
-    return b"data: " + payload + b"\n\n"
-
-
-async def _sse(running: RunningTurn) -> AsyncIterator[bytes]:
-    while True:
-        payload = await running.events.get()
-        if payload is None:
-            return
-        yield _frame(payload)
-
-
-async def _owned(request: Request) -> tuple[AppState, Conversation]:
-    state = _state(request)
-    tenant = await state.auth.tenant(request)
-    cid = check_conversation_id(request.path_params["conversation_id"], "conversation_id")
-    conv = await state.store.resolve(tenant, cid)
-    if conv is None:
-        raise TetherError(404, "conversation_not_found", f"conversation {cid!r} does not exist")
-    return state, conv
+    return replay_stream([p.encode() for p in orjson.loads(record.response)], headers)
 
 
 def _conv_headers(conv: Conversation) -> dict[str, str]:
@@ -220,19 +192,20 @@ def _conversation_json(conv: Conversation) -> dict[str, Any]:
 
 
 async def get_conversation(request: Request) -> Response:
-    _, conv = await _owned(request)
+    _, conv = await owned(request)
     return json_response(_conversation_json(conv), 200, _conv_headers(conv))
 
 
 async def get_messages(request: Request) -> Response:
     """The full transcript, oldest first (`?after=SEQ` to page on)."""
-    state, conv = await _owned(request)
+    state, conv = await owned(request)
     after = request.query_params.get("after", "0")
     if not re.fullmatch(r"[0-9]{1,18}", after):
         raise TetherError(400, "invalid_request", "after must be a message seq", param="after")
     messages = await state.store.load_messages(conv.pk, int(after))
     data = [
-        {"seq": m.seq, **m.to_openai(), "turn_id": m.turn_id, "created_at": m.created_at}
+        # the server's fields last: a client's extra message fields never override them
+        {**m.to_openai(), "seq": m.seq, "turn_id": m.turn_id, "created_at": m.created_at}
         for m in messages
     ]
     return json_response(
@@ -242,36 +215,22 @@ async def get_messages(request: Request) -> Response:
     )
 
 
-async def get_turn(request: Request) -> Response:
-    """A turn's record: status (completed or failed), usage, error, timings."""
-    state, conv = await _owned(request)
-    turn = await state.store.get_turn(conv.tenant_id, conv.id, request.path_params["turn_id"])
-    if turn is None:
-        raise TetherError(404, "turn_not_found", "no such turn in this conversation")
-    body = {
-        "id": turn.id,
-        "object": "conversation.turn",
-        "conversation_id": turn.conversation_id,
-        "status": turn.status,
-        "model": turn.model,
-        "usage": turn.usage,
-        "error": turn.error,
-        "started_at": turn.started_at,
-        "finished_at": turn.finished_at,
-    }
-    return json_response(body, 200, {"X-Tether-Conversation": conv.id})
-
-
 async def get_context(request: Request) -> Response:
     """Window, tokens, threshold, epoch and checkpoints; `?view=true` adds what the model sees."""
-    state, conv = await _owned(request)
-    include_view = request.query_params.get("view", "").lower() in ("1", "true", "yes")
-    report = await context_report(state.engine, conv, include_view)
+    state, conv = await owned(request)
+    view = request.query_params.get("view", "false").lower()
+    if view not in _BOOLEANS:  # not silently false: the caller asked for something
+        raise TetherError(400, "invalid_request", "view must be true or false", param="view")
+    report = await context_report(state.engine, conv, _BOOLEANS[view])
     return json_response(report, 200, {"X-Tether-Conversation": conv.id})
 
 
 async def post_compact(request: Request) -> Response:
-    state, conv = await _owned(request)
+    state, conv = await owned(request)
+    if state.engine.draining:
+        raise TetherError(
+            503, "server_shutting_down", "the server is shutting down", headers={"Retry-After": "5"}
+        )
     result = await compact_conversation(state.engine, conv)
     return json_response(
         {"conversation_id": conv.id, **result}, 200, {"X-Tether-Conversation": conv.id}
@@ -279,7 +238,7 @@ async def post_compact(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     await state.auth.tenant(request)
     if state.upstream is not None:
         return json_response(await state.upstream.models())
@@ -297,13 +256,17 @@ async def list_models(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    state = _state(request)
+    """200 while serving; 503 once shutting down, so load balancers stop sending turns."""
+    state = state_of(request)
+    draining = state.engine.draining
     return json_response(
         {
-            "status": "ok",
+            "status": "draining" if draining else "ok",
             "database": state.store.url.split("://", 1)[0],
             "upstream": state.upstream is not None,
-        }
+        },
+        503 if draining else 200,
+        {"Retry-After": "5"} if draining else None,
     )
 
 
@@ -313,7 +276,18 @@ routes = [
     Route("/v1/conversations/{conversation_id}", get_conversation, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/context", get_context, methods=["GET"]),
-    Route("/v1/conversations/{conversation_id}/turns/{turn_id}", get_turn, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/turns/{turn_id}", turns.get_turn, methods=["GET"]),
+    Route(
+        "/v1/conversations/{conversation_id}/turns/{turn_id}/events",
+        turns.turn_events,
+        methods=["GET"],
+    ),
+    Route(
+        "/v1/conversations/{conversation_id}/turns/{turn_id}/cancel",
+        turns.cancel_turn,
+        methods=["POST"],
+    ),
     Route("/v1/conversations/{conversation_id}/compact", post_compact, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/openapi.json", get_openapi, methods=["GET"]),
 ]

@@ -23,25 +23,26 @@ class ConversationLocks:
         reject: bool = False,
     ) -> AsyncIterator[None]:
         """Wait (FIFO) for the conversation; 409 conversation_busy after the bounded wait, or
-        at once when `reject` and another turn holds it."""
+        at once when `reject` and another turn holds it or waits for it."""
         key = (tenant_id, conversation_id)
         lock, users = self._locks.get(key, (None, 0))
+        if reject and users:
+            # Decided on the count of holders and waiters, registered without awaiting: the
+            # lock itself may look free for a moment (just released to a waiter that has not
+            # run yet), and two requests arriving together must not both see it free.
+            raise _busy(conversation_id)
         if lock is None:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
             wait = self.wait_timeout if timeout is None else timeout
             try:
-                if reject and lock.locked():
-                    raise TimeoutError
-                await asyncio.wait_for(lock.acquire(), wait)
+                # not asyncio.wait_for: on Python 3.11 it wraps acquire() in a task, so a free
+                # lock is not taken before this coroutine yields
+                async with asyncio.timeout(wait):
+                    await lock.acquire()
             except TimeoutError:
-                raise TetherError(
-                    409,
-                    "conversation_busy",
-                    f"conversation {conversation_id!r} is busy with another turn; retry shortly",
-                    headers={"Retry-After": "1"},
-                ) from None
+                raise _busy(conversation_id) from None
             try:
                 yield
             finally:
@@ -56,3 +57,12 @@ class ConversationLocks:
     def busy(self, tenant_id: str, conversation_id: str) -> bool:
         entry = self._locks.get((tenant_id, conversation_id))
         return entry is not None and entry[0].locked()
+
+
+def _busy(conversation_id: str) -> TetherError:
+    return TetherError(
+        409,
+        "conversation_busy",
+        f"conversation {conversation_id!r} is busy with another turn; retry shortly",
+        headers={"Retry-After": "1"},
+    )

@@ -80,9 +80,20 @@ class Engine:
             settings.view_cache_messages, lambda v: len(v.messages) + 1
         )
         self.canonical: Lru[tuple[str, str], str] = Lru(65536)  # (tenant, any id) → its id
+        self.running: dict[str, RunningTurn] = {}  # turn id → a turn in progress here
+        # finished streams stay resumable (by Last-Event-ID) while they fit this many bytes
+        self.recent: Lru[str, RunningTurn] = Lru(settings.resume_buffer_bytes, _log_size)
+        self.draining = False  # shutting down: no new turns
 
     async def start(self, req: TurnRequest) -> tuple[RunningTurn, TurnInfo]:
         """Start a turn; return once it knows where it runs (or raise its error)."""
+        if self.draining:
+            raise TetherError(
+                503,
+                "server_shutting_down",
+                "the server is shutting down; retry on another instance or in a moment",
+                headers={"Retry-After": "5"},
+            )
         if self.upstream is None:
             raise TetherError(
                 503,
@@ -100,17 +111,45 @@ class Engine:
         default_max = self.settings.default_max_tokens
         if default_max and not {"max_tokens", "max_completion_tokens"} & req.params.keys():
             req = replace(req, params={**req.params, "max_tokens": default_max})
-        running = RunningTurn(req.stream)
+        running = RunningTurn(req.stream, req.tenant_id, mint_turn_id())
         task = asyncio.create_task(self._run(req, running))
+        running.task = task
+        self.running[running.turn_id] = running
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         info = await asyncio.shield(running.ready)
         return running, info
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for running turns to finish (graceful shutdown)."""
+    def find(self, tenant_id: str, conversation_id: str, turn_id: str) -> RunningTurn | None:
+        """A turn running here, or a recent stream still buffered, if this tenant's
+        conversation (named by its id as the client knows it) owns it."""
+        running = self.running.get(turn_id) or self.recent.get(turn_id)
+        if running is None or running.tenant_id != tenant_id:
+            return None
+        known = self.canonical.get((tenant_id, conversation_id)) or conversation_id
+        return running if running.conversation_id in (conversation_id, known) else None
+
+    def cancel(self, running: RunningTurn, reason: str = "cancelled") -> bool:
+        """Stop a turn that has not started committing. Once its commit began, it completes;
+        a finished turn stays as it ended. Returns whether the turn was stopped."""
+        if running.committing or running.task is None or running.task.done():
+            return False
+        running.cancel_reason = reason
+        running.task.cancel()
+        return True
+
+    async def drain(self, grace: float) -> None:
+        """Graceful shutdown: refuse new turns, let running ones finish within `grace`
+        seconds, then stop the rest (recorded incomplete; their streams get an error event)."""
+        self.draining = True
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            log.info("shutdown.draining", turns=len(self._tasks), grace_s=grace)
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        left = [r for r in self.running.values() if self.cancel(r, "shutdown")]
+        if left:
+            log.warning("shutdown.turns_stopped", turns=len(left))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
 
     async def _lock_id(self, req: TurnRequest) -> str | None:
         cid = req.conversation_id
@@ -133,13 +172,14 @@ class Engine:
 
     async def _run(self, req: TurnRequest, running: RunningTurn) -> None:
         model = req.model or self.settings.default_model or ""
-        turn = TurnRecord(mint_turn_id(), "running", model, req.stream, started_at=time.time())
+        turn = TurnRecord(running.turn_id, "running", model, req.stream, started_at=time.time())
         target: Target | None = None
         try:
             lock_id = await self._lock_id(req)
             reject = req.concurrency == "reject"
             async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):
                 target = await load_target(self.store, req, lock_id, model, self.views)
+                running.conversation_id = target.conversation_id
                 current = target.conv.last_seq if target.conv is not None else 0
                 if req.if_match is not None and not matches(req.if_match, current):
                     raise TetherError(
@@ -149,13 +189,16 @@ class Engine:
                         "reload it and retry",
                         headers={"ETag": etag(current)},
                     )
+                if target.can_compact and target.conv is not None:
+                    # a record while it runs: a crash leaves it, marked incomplete at start-up
+                    await self.store.record_turn(target.conv.pk, turn)
                 budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
                 if not req.stream:  # a stream is ready at its first token (see _stream)
                     running.ready.set_result(_info(target, turn, outcome))
                 if outcome.compacted and req.stream:
-                    running.events.put_nowait(_compaction_comment(target, outcome))
+                    running.publish(_compaction_comment(target, outcome))
                 for attempt in range(OVERFLOW_RETRIES + 1):
                     try:
                         await self._call(req, running, target, turn, outcome)
@@ -175,12 +218,29 @@ class Engine:
                         ):
                             raise _overflow(exc, target) from None
                         log.info("turn.overflow_compacted", turn_id=turn.id, attempt=attempt + 1)
-        except Exception as exc:
-            error = exc if isinstance(exc, TetherError) else None
-            if error is None:
-                log.exception("turn.crashed", turn_id=turn.id)
-                error = TetherError(500, "internal_error", f"turn {turn.id} failed unexpectedly")
+        except asyncio.CancelledError:
+            if running.cancel_reason == "shutdown":
+                error = TetherError(
+                    503,
+                    "server_shutting_down",
+                    f"turn {turn.id} was stopped: the server shut down before it finished",
+                    headers={"Retry-After": "5"},
+                )
+            else:
+                error = TetherError(409, "turn_cancelled", f"turn {turn.id} was cancelled")
             await self._fail(running, turn, target, error, req.idempotency)
+        except TetherError as exc:
+            await self._fail(running, turn, target, exc, req.idempotency)
+        except Exception:
+            log.exception("turn.crashed", turn_id=turn.id)
+            error = TetherError(500, "internal_error", f"turn {turn.id} failed unexpectedly")
+            await self._fail(running, turn, target, error, req.idempotency)
+        finally:
+            running.status = turn.status
+            running.close()
+            self.running.pop(running.turn_id, None)
+            if running.stream and running.log:
+                self.recent.put(running.turn_id, running)
 
     # -- compaction ----------------------------------------------------------------------
     def _learn_window(
@@ -322,7 +382,7 @@ class Engine:
         stored = None
         if req.idempotency is not None:
             stored = StoredResponse(req.idempotency, False, orjson.dumps(response), info.headers())
-        await self._commit(turn, target, reply, pending, stored)
+        await self._commit(turn, target, reply, pending, stored, running)
         running.final_headers = info.headers()
         running.result.set_result(response)
 
@@ -341,9 +401,6 @@ class Engine:
         body["stream_options"] = {"include_usage": True}
         acc = Assembled()
         held: list[dict[str, Any]] = []  # the finish chunk and the usage chunk wait for commit
-        sent: list[bytes] | None = [] if req.idempotency is not None else None  # for replay
-        if sent is not None and outcome.compacted:
-            sent.append(_compaction_comment(target, outcome))
         async with self._deadline(turn):
             async for chunk in self.upstream.stream(body):
                 if turn.first_token_at is None:
@@ -355,9 +412,7 @@ class Engine:
                 if held or not choices or any(c.get("finish_reason") for c in choices):
                     held.append(chunk.data)
                 else:
-                    running.events.put_nowait(chunk.raw)
-                    if sent is not None:
-                        sent.append(chunk.raw)
+                    running.publish(chunk.raw)
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
         turn.usage = usage
@@ -383,15 +438,14 @@ class Engine:
             tail.append(orjson.dumps(data))
         tail.append(DONE)
         stored = None
-        if sent is not None and req.idempotency is not None:
-            replay = orjson.dumps([p.decode() for p in [*sent, *tail]])
+        if req.idempotency is not None:
+            replay = orjson.dumps([p.decode() for p in [*running.log, *tail]])
             stored = StoredResponse(req.idempotency, True, replay, info.headers())
-        await self._commit(turn, target, reply, pending, stored)
+        await self._commit(turn, target, reply, pending, stored, running)
         if not running.ready.done():  # an upstream that streamed no chunk at all
             running.ready.set_result(info)
         for payload in tail:
-            running.events.put_nowait(payload)
-        running.events.put_nowait(None)
+            running.publish(payload)
 
     # -- commit and failure --------------------------------------------------------------
     async def _commit(
@@ -400,14 +454,16 @@ class Engine:
         target: Target,
         reply: Message,
         pending: frozenset[str],
-        stored: StoredResponse | None = None,
+        stored: StoredResponse | None,
+        running: RunningTurn,
     ) -> None:
         validate_sequence([reply.to_openai()], pending)  # the view was checked before the call
         turn.status = "completed"
         turn.finished_at = time.time()
         conv = target.conv
+        running.committing = True  # from here on the turn completes: a cancel is too late
         try:
-            updated = await self.store.commit_turn(
+            commit = self.store.commit_turn(
                 TurnCommit(
                     tenant_id=target.tenant_id,
                     turn=turn,
@@ -422,8 +478,9 @@ class Engine:
                     response=stored,
                 )
             )
+            updated = await asyncio.shield(commit)
         except ConflictError as exc:
-            turn.status = "failed"
+            running.committing = False
             raise TetherError(
                 409,
                 "conversation_busy",
@@ -472,10 +529,17 @@ class Engine:
         error: TetherError,
         idempotency: IdempotencyKey | None = None,
     ) -> None:
-        turn.status = "failed"
+        if running.cancel_reason == "cancelled":
+            turn.status = "cancelled"
+        elif running.stream and turn.first_token_at is not None:
+            turn.status = "incomplete"  # the client saw part of an answer that was not stored
+        else:
+            turn.status = "failed"
         turn.finished_at = time.time()
         turn.error = error.body()["error"]
-        log.warning("turn.failed", turn_id=turn.id, code=error.code, status=error.status)
+        log.warning(
+            "turn.ended", turn_id=turn.id, status=turn.status, code=error.code, http=error.status
+        )
         if idempotency is not None:
             try:
                 await self.store.release_idempotency(idempotency)
@@ -483,17 +547,19 @@ class Engine:
                 log.exception("turn.release_key_failed", turn_id=turn.id)
         if target is not None and target.can_compact and target.conv is not None:
             try:
-                await self.store.record_failed_turn(target.conv.pk, turn)
+                await self.store.record_turn(target.conv.pk, turn)
             except Exception:
                 log.exception("turn.record_failed", turn_id=turn.id)
+        if running.stream:  # ends the stream (resumers read it too)
+            running.publish(orjson.dumps(error.body()))
         if not running.ready.done():
             running.ready.set_exception(error)
-            return
-        if not running.stream:
+        elif not running.stream:
             running.result.set_exception(error)
-            return
-        running.events.put_nowait(orjson.dumps(error.body()))
-        running.events.put_nowait(None)
+
+
+def _log_size(running: RunningTurn) -> int:
+    return running.size + 256
 
 
 def _info(target: Target, turn: TurnRecord, outcome: Outcome) -> TurnInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -70,16 +71,51 @@ class TurnInfo:
 
 
 class RunningTurn:
-    """The turn's outlets. Streaming: `events` carries SSE payloads (JSON bytes, or a comment
-    line starting with b':'), then None. JSON: `result` resolves to the response body."""
+    """The turn's outlets. Streaming: an append-only log of SSE payloads (JSON bytes, or a
+    comment line starting with b':'), read by any number of followers — the client that started
+    the turn and any that resume it by event id. JSON: `result` resolves to the response body."""
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(self, stream: bool, tenant_id: str = "", turn_id: str = "") -> None:
         loop = asyncio.get_running_loop()
         self.stream = stream
+        self.tenant_id = tenant_id
+        self.turn_id = turn_id
+        self.conversation_id: str | None = None  # known once the turn is ready
         self.ready: asyncio.Future[TurnInfo] = loop.create_future()
         self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.events: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.final_headers: dict[str, str] = {}  # where it ran, set with `result`
+        self.log: list[bytes] = []
+        self.size = 0  # bytes in the log
+        self.closed = False
+        self.status = "running"  # then completed | failed | incomplete | cancelled
+        self.task: asyncio.Task[None] | None = None
+        self.committing = False  # the commit began: the turn can no longer be cancelled
+        self.cancel_reason: str | None = None  # cancelled | shutdown
+        self._changed = asyncio.Event()
+
+    def publish(self, payload: bytes) -> None:
+        self.log.append(payload)
+        self.size += len(payload)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+        """Payloads numbered from 1, those after `after`, then live ones until the log closes."""
+        index = max(0, after)
+        while True:
+            while index < len(self.log):
+                index += 1
+                yield index, self.log[index - 1]
+            if self.closed:
+                return
+            await self._changed.wait()
 
 
 def etag(version: int) -> str:

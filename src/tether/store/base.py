@@ -75,7 +75,7 @@ class NewConversation:
 @dataclass(slots=True)
 class TurnRecord:
     id: str
-    status: str  # running | completed | failed
+    status: str  # running | completed | failed | incomplete | cancelled
     model: str | None
     stream: bool
     started_at: float
@@ -177,6 +177,8 @@ class TurnRow:
     error: dict[str, Any] | None
     started_at: float
     finished_at: float | None
+    first_seq: int | None = None  # the turn's messages, once committed
+    last_seq: int | None = None
 
 
 class Store(Protocol):
@@ -193,7 +195,15 @@ class Store(Protocol):
     async def ensure_tenant(self, tenant_id: str) -> None: ...
     async def add_api_key(self, tenant_id: str, key_hash: str, prefix: str) -> None: ...
     async def tenant_for_key(self, key_hash: str) -> str | None: ...
-    async def count_api_keys(self) -> int: ...
+    async def revoke_api_key(self, prefix: str, key_hash: str | None = None) -> int:
+        """Revoke the one active key with this prefix (and hash, if given). Returns how many
+        active keys matched; nothing is revoked unless exactly one did."""
+        ...
+
+    async def count_api_keys(self) -> int:
+        """Keys ever created, revoked ones included: Tether runs open (no auth) only on a
+        database that never had a key."""
+        ...
 
     async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
         """The conversation this id (its own or an alias) names in the tenant, if any."""
@@ -221,7 +231,16 @@ class Store(Protocol):
         conversation's last seq is not `expected_last_seq`."""
         ...
 
-    async def record_failed_turn(self, conversation_pk: int, turn: TurnRecord) -> None: ...
+    async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
+        """Insert or replace a turn's record outside a commit: running at its start, or how it
+        ended without committing (failed, incomplete, cancelled)."""
+        ...
+
+    async def abandon_running_turns(self, error: dict[str, Any]) -> int:
+        """At start-up: turns a previous process left running never committed; mark them
+        incomplete with `error`. Returns how many."""
+        ...
+
     async def get_turn(
         self, tenant_id: str, conversation_id: str, turn_id: str
     ) -> TurnRow | None: ...

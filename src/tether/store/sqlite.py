@@ -2,11 +2,15 @@
 
 Each public method is one hop to a thread and at most one transaction. Writes run on the single
 writer thread and start with `BEGIN IMMEDIATE`, so they never fail half-way on a lock upgrade.
+A full disk (SQLITE_FULL) becomes 507 `insufficient_storage`; a read-only, locked or failing
+database becomes 503 `storage_unavailable` with Retry-After. Either way the transaction is rolled
+back whole, and the next write works once the cause is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import sqlite3
 import threading
@@ -15,8 +19,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
+import structlog
+
+from tether.errors import TetherError
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     Checkpoint,
@@ -32,6 +39,38 @@ from tether.store.base import (
 )
 
 T = TypeVar("T")
+log = structlog.get_logger("tether.store")
+
+# primary result codes meaning "the database cannot be used right now" (not a bug of ours)
+_UNAVAILABLE = frozenset(
+    {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY}
+)
+
+
+def storage_error(exc: sqlite3.Error) -> TetherError | None:
+    """The client-facing error for a storage failure, or None for any other SQLite error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    name = getattr(exc, "sqlite_errorname", str(code))
+    if code & 0xFF == sqlite3.SQLITE_FULL:
+        log.error("store.disk_full", error=str(exc), code=name)
+        return TetherError(
+            507,
+            "insufficient_storage",
+            "the server's database disk is full: nothing of this request was stored; "
+            "retry once space has been freed",
+        )
+    if code & 0xFF in _UNAVAILABLE:
+        log.error("store.unavailable", error=str(exc), code=name)
+        return TetherError(
+            503,
+            "storage_unavailable",
+            f"the server's database cannot be used right now ({name}): nothing of this request "
+            "was stored; retry later",
+            headers={"Retry-After": "5"},
+        )
+    return None
 
 
 def sqlite_path(url: str) -> Path:
@@ -83,20 +122,37 @@ class SqliteStore:
         return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            try:
+                return fn(self._conn())
+            except sqlite3.Error as exc:
+                mapped = storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._conn()))
+        return await loop.run_in_executor(self._readers, run)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")  # where a full disk shows, in WAL mode
+                except BaseException:
+                    if conn.in_transaction:  # SQLITE_FULL / IOERR may have rolled it back
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.Error as exc:
+                mapped = storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, run)
@@ -170,6 +226,25 @@ class SqliteStore:
 
         await self._write(run)
 
+    async def revoke_api_key(self, prefix: str, key_hash: str | None = None) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            matches = int(
+                c.execute(
+                    "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND prefix = ? "
+                    "AND (? IS NULL OR key_hash = ?)",
+                    (prefix, key_hash, key_hash),
+                ).fetchone()[0]
+            )
+            if matches == 1:
+                c.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND prefix = ? "
+                    "AND (? IS NULL OR key_hash = ?)",
+                    (time.time(), prefix, key_hash, key_hash),
+                )
+            return matches
+
+        return await self._write(run)
+
     async def tenant_for_key(self, key_hash: str) -> str | None:
         def run(c: sqlite3.Connection) -> str | None:
             row = c.execute(
@@ -182,9 +257,8 @@ class SqliteStore:
 
     async def count_api_keys(self) -> int:
         def run(c: sqlite3.Connection) -> int:
-            return int(
-                c.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
-            )
+            # revoked keys count: revoking every key must not turn authentication off
+            return int(c.execute("SELECT count(*) FROM api_keys").fetchone()[0])
 
         return await self._read(run)
 
@@ -279,8 +353,19 @@ class SqliteStore:
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
         return await self._write(lambda c: sql.commit_turn(c, commit))
 
-    async def record_failed_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
+    async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
         await self._write(lambda c: sql.insert_turn(c, conversation_pk, turn, None, None))
+
+    async def abandon_running_turns(self, error: dict[str, Any]) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "UPDATE turns SET status = 'incomplete', error = ?, finished_at = ? "
+                "WHERE status = 'running'",
+                (sql.dumps(error), time.time()),
+            )
+            return cur.rowcount
+
+        return await self._write(run)
 
     async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> TurnRow | None:
         def run(c: sqlite3.Connection) -> TurnRow | None:
@@ -288,8 +373,8 @@ class SqliteStore:
             if conv is None:
                 return None
             row = c.execute(
-                "SELECT id, status, model, usage, error, started_at, finished_at FROM turns "
-                "WHERE id = ? AND conversation_pk = ?",
+                "SELECT id, status, model, usage, error, started_at, finished_at, first_seq, "
+                "last_seq FROM turns WHERE id = ? AND conversation_pk = ?",
                 (turn_id, conv.pk),
             ).fetchone()
             if row is None:
@@ -303,6 +388,8 @@ class SqliteStore:
                 sql.loads(row[4]),
                 row[5],
                 row[6],
+                row[7],
+                row[8],
             )
 
         return await self._read(run)

@@ -128,7 +128,7 @@ def insert_turn(
 ) -> None:
     usage = turn.usage or {}
     c.execute(
-        "INSERT INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
+        "INSERT OR REPLACE INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
         "completion_tokens, usage, error, first_seq, last_seq, compacted, notes, started_at, "
         "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (

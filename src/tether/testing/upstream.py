@@ -3,6 +3,34 @@
 Run as ``python -m tether.testing.upstream --host 127.0.0.1 --port PORT``.  Every
 ``POST /v1/chat/completions`` is recorded; replies come from a script queue filled via
 ``POST /_script/queue`` or default to ``"echo: <last user text>"``.
+
+Each request takes the first queued item whose ``match`` is in its last user message (items
+without ``match`` match any). An item's keys, all optional:
+
+- ``content`` (reply text), ``tool_calls`` (OpenAI tool calls), ``finish_reason``, ``usage``
+  (overrides the counted usage);
+- ``delay``: seconds to wait before answering at all (no status line yet);
+- ``status``, ``error``, ``retry_after``: answer this HTTP error with this ``error`` object and a
+  ``Retry-After`` header;
+- ``chunk_size`` (characters per streamed content chunk, default 4) and ``chunk_delay`` (seconds
+  between streamed frames);
+- ``malformed``: answer 200 with a body that is not JSON (streams: one broken ``data:`` frame);
+- ``fail_after_chunks``: N — close the connection after N streamed content chunks (or before
+  ``[DONE]``), without finishing the chunked body;
+- ``fault``: a broken upstream. Where: with ``fault_after_chunks`` N, after the first (role-only)
+  chunk and N content chunks — or, if the reply has fewer, once its content ran out (before any
+  tool-call chunk and the final chunk); without it, at the start of the response. JSON replies
+  always break at the start. What: one of
+
+  - ``"reset"``: close the TCP connection abruptly (RST, ``SO_LINGER`` 0; needs the server
+    ``main`` runs, elsewhere it is a plain close); at the start this is before the status line;
+  - ``"truncate"``: end the response early but cleanly — a stream without its final chunk and
+    ``[DONE]``; a JSON body cut in half (short of its ``Content-Length``);
+  - ``"malformed"``: a stream frame that is not JSON, then the rest of the stream as usual;
+  - ``"junk"``: ``junk_bytes`` (default 10 MiB) of binary junk with stray newlines, then the
+    end of the response (a JSON reply is only the junk);
+  - ``"stall"``: the status line and headers, then ``stall`` seconds (default 30) of silence,
+    then the rest of the response.
 """
 
 from __future__ import annotations
@@ -14,11 +42,12 @@ import importlib.util
 import itertools
 import logging
 import socket
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from starlette.applications import Starlette
@@ -33,10 +62,63 @@ JSON = "application/json"
 SSE = "text/event-stream"
 _DONE = b"data: [DONE]\n\n"
 _OK = orjson.dumps({"ok": True})
+FAULTS = ("reset", "truncate", "malformed", "junk", "stall")
+JUNK_BYTES = 10 * 1024 * 1024
+_JUNK_BLOCK = bytes(range(256)) * 256  # 64 KiB: control bytes, newlines, invalid UTF-8
+_MALFORMED_FRAME = b'data: {"id": "x", "choices": [\n\n'
+_TRANSPORT_EXT = "tether.testing.transport"  # the ASGI scope extension carrying the connection
 
 
 class ScriptedDisconnect(Exception):
-    """Raised inside a streaming body to cut the connection (``fail_after_chunks``)."""
+    """Raised inside a response to cut the connection (``fail_after_chunks``, ``fault``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A scripted ``fault`` (see the module docstring)."""
+
+    kind: str
+    after: int | None  # streamed content chunks sent before it; None: at the start
+    stall: float
+    junk_bytes: int
+    transport: Any  # the connection's asyncio (or uvloop) transport, for "reset"
+
+
+def _parse_fault(item: dict[str, Any], request: Request) -> Fault | None:
+    kind = item.get("fault")
+    if kind is None:
+        return None
+    if kind not in FAULTS:
+        raise ValueError(f"unknown fault {kind!r}; one of {FAULTS}")
+    after = item.get("fault_after_chunks")
+    extension = (request.scope.get("extensions") or {}).get(_TRANSPORT_EXT) or {}
+    transport = extension.get("transport")
+    return Fault(
+        kind,
+        None if after is None else int(after),
+        float(item.get("stall", 30)),
+        int(item.get("junk_bytes", JUNK_BYTES)),
+        transport,
+    )
+
+
+def _junk(size: int) -> Iterator[bytes]:
+    full, rest = divmod(size, len(_JUNK_BLOCK))
+    for _ in range(full):
+        yield _JUNK_BLOCK
+    if rest:
+        yield _JUNK_BLOCK[:rest]
+
+
+async def _reset(transport: Any) -> NoReturn:
+    """Close the connection abruptly: with ``SO_LINGER`` 0 the kernel sends RST, not FIN."""
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        await asyncio.sleep(0.01)  # let the server notice the connection is gone
+    raise ScriptedDisconnect("scripted reset")
 
 
 @dataclass
@@ -115,12 +197,13 @@ def _stream_frames(
     chunk_size: int,
     finish_reason: str,
     usage_frame: bytes | None,
-) -> Iterator[tuple[bool, bytes]]:
-    """Yield ``(is_content_chunk, frame)`` for one streamed completion."""
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(kind, frame)`` for one streamed completion; kind is role, content, tool, final,
+    usage or done."""
     tail = b',"finish_reason":null,"logprobs":null}]}\n\n'
-    yield False, head + b'{"role":"assistant","content":""}' + tail
+    yield "role", head + b'{"role":"assistant","content":""}' + tail
     for piece in _pieces(content or "", chunk_size):
-        yield True, head + orjson.dumps({"content": piece}) + tail
+        yield "content", head + orjson.dumps({"content": piece}) + tail
     for idx, tc in enumerate(tool_calls or ()):
         fn = tc.get("function") or {}
         first = {
@@ -129,25 +212,49 @@ def _stream_frames(
             "type": tc.get("type", "function"),
             "function": {"name": fn.get("name", ""), "arguments": ""},
         }
-        yield False, head + orjson.dumps({"tool_calls": [first]}) + tail
+        yield "tool", head + orjson.dumps({"tool_calls": [first]}) + tail
         args = str(fn.get("arguments") or "")
         half = (len(args) + 1) // 2
         for part in (args[:half], args[half:]):
             if part:
                 delta = {"tool_calls": [{"index": idx, "function": {"arguments": part}}]}
-                yield False, head + orjson.dumps(delta) + tail
+                yield "tool", head + orjson.dumps(delta) + tail
     final = orjson.dumps({"finish_reason": finish_reason, "logprobs": None})[1:]
-    yield False, head + b"{}," + final + b"]}\n\n"
+    yield "final", head + b"{}," + final + b"]}\n\n"
     if usage_frame is not None:
-        yield False, usage_frame
-    yield False, _DONE
+        yield "usage", usage_frame
+    yield "done", _DONE
 
 
 async def _drip(
-    frames: Iterator[tuple[bool, bytes]], chunk_delay: float, fail_after: int | None
+    frames: Iterator[tuple[str, bytes]],
+    chunk_delay: float,
+    fail_after: int | None,
+    fault: Fault | None = None,
 ) -> AsyncIterator[bytes]:
     sent = 0
-    for is_content, frame in frames:
+    for kind, frame in frames:
+        is_content = kind == "content"
+        # a fault strikes before the first frame, or after `after` content chunks (or all of
+        # them, if fewer: before the final chunk)
+        if fault is not None and (
+            kind == "role"
+            if fault.after is None
+            else (is_content and sent >= fault.after) or kind in ("tool", "final")
+        ):
+            if fault.kind == "reset":
+                await _reset(fault.transport)
+            if fault.kind == "truncate":
+                return
+            if fault.kind == "junk":
+                for block in _junk(fault.junk_bytes):
+                    yield block
+                return
+            if fault.kind == "malformed":
+                yield _MALFORMED_FRAME
+            if fault.kind == "stall":
+                await asyncio.sleep(fault.stall)
+            fault = None
         if fail_after is not None and is_content and sent >= fail_after:
             raise ScriptedDisconnect(f"scripted disconnect after {sent} content chunks")
         if frame is _DONE and fail_after is not None:
@@ -156,6 +263,28 @@ async def _drip(
         sent += is_content
         if chunk_delay:
             await asyncio.sleep(chunk_delay)
+
+
+async def _cut_in_half(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload[: len(payload) // 2]
+    raise ScriptedDisconnect("scripted truncation")
+
+
+async def _after_stall(payload: bytes, stall: float) -> AsyncIterator[bytes]:
+    await asyncio.sleep(stall)
+    yield payload
+
+
+def _json_fault(fault: Fault, payload: bytes) -> Response:
+    """A JSON reply broken at its start ("reset" never gets here: it has no response)."""
+    if fault.kind == "junk":
+        return Response(b"".join(_junk(fault.junk_bytes)), media_type=JSON)
+    if fault.kind == "malformed":
+        return Response(b"<html>bad gateway</html>", media_type=JSON)
+    length = {"content-length": str(len(payload))}
+    if fault.kind == "truncate":
+        return StreamingResponse(_cut_in_half(payload), headers=length, media_type=JSON)
+    return StreamingResponse(_after_stall(payload, fault.stall), headers=length, media_type=JSON)
 
 
 def create_app(context_window: int | None = None) -> Starlette:
@@ -191,6 +320,10 @@ def create_app(context_window: int | None = None) -> Starlette:
                 return _json({"error": err}, 400)
 
         item = _pop_item(state, messages)
+        try:
+            fault = _parse_fault(item, request)
+        except ValueError as exc:
+            return _json({"error": {"message": str(exc), "code": "bad_script"}}, 400)
         if item.get("delay"):
             await asyncio.sleep(float(item["delay"]))
         if item.get("status"):
@@ -220,6 +353,13 @@ def create_app(context_window: int | None = None) -> Starlette:
             "model": body.get("model") or "scripted",
         }
 
+        if (
+            fault is not None
+            and fault.kind == "reset"
+            and (fault.after is None or not body.get("stream"))
+        ):
+            await _reset(fault.transport)  # before the status line
+
         if item.get("malformed"):  # a broken upstream: not JSON where JSON belongs
             if not body.get("stream"):
                 return Response(b"<html>bad gateway</html>", media_type=JSON)
@@ -230,7 +370,10 @@ def create_app(context_window: int | None = None) -> Starlette:
             if tool_calls:
                 msg["tool_calls"] = tool_calls
             choice = {"index": 0, "message": msg, "finish_reason": finish_reason, "logprobs": None}
-            return _json({"object": "chat.completion", **meta, "choices": [choice], "usage": usage})
+            reply = {"object": "chat.completion", **meta, "choices": [choice], "usage": usage}
+            if fault is not None:
+                return _json_fault(fault, orjson.dumps(reply))
+            return _json(reply)
 
         chunk_meta = {"id": meta["id"], "object": "chat.completion.chunk", **meta}
         head = b"data: " + orjson.dumps(chunk_meta)[:-1] + b',"choices":[{"index":0,"delta":'
@@ -248,11 +391,11 @@ def create_app(context_window: int | None = None) -> Starlette:
         )
         chunk_delay = float(item.get("chunk_delay") or 0)
         fail_after = item.get("fail_after_chunks")
-        if not chunk_delay and fail_after is None:
+        if not chunk_delay and fail_after is None and fault is None:
             # Fast path: the whole event stream in one write.
             return Response(b"".join(f for _, f in frames), media_type=SSE)
         return StreamingResponse(
-            _drip(frames, chunk_delay, None if fail_after is None else int(fail_after)),
+            _drip(frames, chunk_delay, None if fail_after is None else int(fail_after), fault),
             media_type=SSE,
         )
 
@@ -297,6 +440,21 @@ def _quiet_scripted_disconnects(record: logging.LogRecord) -> bool:
     return not (record.exc_info and _is_scripted_disconnect(record.exc_info[1]))
 
 
+def _protocol() -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, handing each request its connection's transport (in
+        the ASGI scope's extensions) so that a script can reset it (``fault: reset``)."""
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[_TRANSPORT_EXT] = {"transport": self.transport}
+
+    return Protocol
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -311,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools",
+        http=_protocol(),
         timeout_graceful_shutdown=1,
     )
     logging.getLogger("uvicorn.error").addFilter(_quiet_scripted_disconnects)

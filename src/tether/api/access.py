@@ -1,0 +1,26 @@
+"""What every route needs first: the app's state, and a conversation the caller owns."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from starlette.requests import Request
+
+from tether.api.state import AppState
+from tether.engine.ids import check_conversation_id
+from tether.errors import TetherError
+from tether.store.base import Conversation
+
+
+def state_of(request: Request) -> AppState:
+    return cast(AppState, request.app.state.tether)
+
+
+async def owned(request: Request) -> tuple[AppState, Conversation]:
+    state = state_of(request)
+    tenant = await state.auth.tenant(request)
+    cid = check_conversation_id(request.path_params["conversation_id"], "conversation_id")
+    conv = await state.store.resolve(tenant, cid)
+    if conv is None:
+        raise TetherError(404, "conversation_not_found", f"conversation {cid!r} does not exist")
+    return state, conv

@@ -1,0 +1,869 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json` (no auth).
+
+Built once: the chat request body comes from the pydantic models that validate it
+(api/models.py); the response bodies are the shapes the routes return. tests/test_openapi.py
+checks that every route is described and runs schemathesis against a live server with it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tether import __version__
+from tether.api.models import ChatRequest
+
+JSON = "application/json"
+SSE = "text/event-stream"
+Schema = dict[str, Any]
+
+CONVERSATION_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # tether.engine.ids
+_ETAG_PATTERN = '^"v[0-9]+"$'
+
+
+def _ref(kind: str, name: str) -> Schema:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
+    return {"type": "object", "required": required, "properties": properties, **extra}
+
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+NUMBER: Schema = {"type": "number"}
+BOOLEAN: Schema = {"type": "boolean"}
+ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _request_schemas() -> dict[str, Schema]:
+    """ChatCompletionRequest and the models it uses, from the pydantic models themselves."""
+    schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Schema] = schema.pop("$defs", {})
+    # the route checks `conversation` like the id headers (tether.engine.ids)
+    schema["properties"]["conversation"]["anyOf"][0]["pattern"] = CONVERSATION_ID_PATTERN
+    schema["title"] = "ChatCompletionRequest"
+    schema["description"] = (
+        "An OpenAI Chat Completions request. Fields other than `messages`, `model`, `stream`, "
+        "`stream_options` and `conversation` (temperature, tools, max_tokens…) are passed to the "
+        "upstream model as sent. `conversation` names the conversation like the "
+        "X-Tether-Conversation header (naming two different ids is a 400)."
+    )
+    return {"ChatCompletionRequest": schema, **defs}
+
+
+def _response_schemas() -> dict[str, Schema]:
+    error_object = _object(
+        ["message", "type", "param", "code"],
+        {
+            "message": STRING,
+            "type": {
+                "type": "string",
+                "examples": ["invalid_request_error", "not_found_error", "api_error"],
+            },
+            "param": _nullable(STRING),
+            "code": {"type": "string", "examples": ["conversation_not_found"]},
+        },
+    )
+    forked_from = _object(["conversation_id", "seq"], {"conversation_id": STRING, "seq": INTEGER})
+    tether_info = _object(
+        ["conversation_id", "turn_id", "epoch", "compacted", "tokens_before", "tokens_after"],
+        {
+            "conversation_id": STRING,
+            "turn_id": STRING,
+            "epoch": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the checkpoint the model's view was built on (0: none yet)",
+            },
+            "compacted": {
+                "type": "boolean",
+                "description": "whether a compaction ran during this request",
+            },
+            "tokens_before": _nullable(INTEGER),
+            "tokens_after": _nullable(INTEGER),
+            "forked_from": forked_from,
+        },
+        description="Where the turn ran.",
+    )
+    completion = _object(
+        ["choices", "tether"],
+        {
+            "id": STRING,
+            "object": STRING,
+            "created": INTEGER,
+            "model": STRING,
+            "choices": {
+                "type": "array",
+                "items": _object(
+                    [],
+                    {
+                        "index": INTEGER,
+                        "message": ANY_OBJECT,
+                        "finish_reason": _nullable(STRING),
+                    },
+                ),
+            },
+            "usage": _nullable(ANY_OBJECT),
+            "tether": _ref("schemas", "TetherInfo"),
+        },
+        description="The upstream model's chat.completion, as it answered, plus `tether`.",
+    )
+    event = _object(
+        ["data"],
+        {
+            "data": {
+                "type": "string",
+                "description": "A chat.completion.chunk as JSON (the one with `finish_reason` "
+                "also carries `tether`), an error envelope as JSON if the turn failed after "
+                "its first token, or `[DONE]` at the end.",
+            },
+            "event": {"const": "message"},
+            "id": {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "the event's place in the turn's stream, for Last-Event-ID",
+            },
+        },
+        description="One server-sent event (SSE comments, such as the compaction notice and "
+        "keep-alive pings, are not events).",
+    )
+    model = _object(["id"], {"id": STRING, "object": STRING, "owned_by": STRING})
+    stored_message = _object(
+        ["seq", "role", "content"],
+        {
+            "seq": {"type": "integer", "minimum": 1},
+            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {"anyOf": [STRING, {"type": "array"}, {"type": "null"}]},
+            "tool_calls": {"type": "array", "items": ANY_OBJECT},
+            "tool_call_id": STRING,
+            "name": STRING,
+        },
+        additionalProperties=True,
+        description="A stored message as the model sees it (extra fields the client sent are "
+        "kept), with its place in the transcript.",
+    )
+    listed_message = {
+        "allOf": [
+            _ref("schemas", "StoredMessage"),
+            _object(
+                ["turn_id", "created_at"], {"turn_id": _nullable(STRING), "created_at": NUMBER}
+            ),
+        ]
+    }
+    checkpoint = _object(
+        [
+            "epoch",
+            "covers_through_seq",
+            "prune_through_seq",
+            "tokens_before",
+            "tokens_after",
+            "model",
+            "prompt_version",
+            "ledger_entries",
+            "summary_chars",
+            "stats",
+            "turn_id",
+            "created_at",
+        ],
+        {
+            "epoch": INTEGER,
+            "covers_through_seq": INTEGER,
+            "prune_through_seq": INTEGER,
+            "tokens_before": INTEGER,
+            "tokens_after": INTEGER,
+            "model": _nullable(STRING),
+            "prompt_version": STRING,
+            "ledger_entries": INTEGER,
+            "summary_chars": INTEGER,
+            "stats": ANY_OBJECT,
+            "turn_id": _nullable(STRING),
+            "created_at": NUMBER,
+        },
+        description="A compaction: its summary stands in for messages up to covers_through_seq.",
+    )
+    return {
+        "Error": _object(
+            ["error"],
+            {"error": error_object},
+            description="Every error: the OpenAI error envelope.",
+        ),
+        "TetherInfo": tether_info,
+        "ChatCompletion": completion,
+        "ChatCompletionEvent": event,
+        "Model": model,
+        "ModelList": _object(
+            ["data"],
+            {"object": {"const": "list"}, "data": {"type": "array", "items": model}},
+        ),
+        "Health": _object(
+            ["status", "database", "upstream"],
+            {
+                "status": {"enum": ["ok", "draining"]},
+                "database": {"type": "string", "examples": ["sqlite"]},
+                "upstream": {"type": "boolean", "description": "whether an upstream is set"},
+            },
+        ),
+        "Conversation": _object(
+            [
+                "id",
+                "object",
+                "title",
+                "model",
+                "messages",
+                "turns",
+                "epoch",
+                "forked_from",
+                "created_at",
+                "updated_at",
+            ],
+            {
+                "id": STRING,
+                "object": {"const": "conversation"},
+                "title": _nullable(STRING),
+                "model": _nullable(STRING),
+                "messages": {"type": "integer", "minimum": 0, "description": "the last seq"},
+                "turns": {"type": "integer", "minimum": 0},
+                "epoch": {"type": "integer", "minimum": 0},
+                "forked_from": _nullable(forked_from),
+                "created_at": NUMBER,
+                "updated_at": NUMBER,
+            },
+        ),
+        "StoredMessage": stored_message,
+        "MessageList": _object(
+            ["object", "conversation_id", "data"],
+            {
+                "object": {"const": "list"},
+                "conversation_id": STRING,
+                "data": {"type": "array", "items": listed_message},
+            },
+        ),
+        "Turn": _object(
+            [
+                "id",
+                "object",
+                "conversation_id",
+                "status",
+                "model",
+                "usage",
+                "error",
+                "started_at",
+                "finished_at",
+                "messages",
+            ],
+            {
+                "id": STRING,
+                "object": {"const": "conversation.turn"},
+                "conversation_id": STRING,
+                "status": {"enum": ["running", "completed", "failed", "incomplete", "cancelled"]},
+                "model": _nullable(STRING),
+                "usage": _nullable(ANY_OBJECT),
+                "error": _nullable(error_object),
+                "started_at": NUMBER,
+                "finished_at": _nullable(NUMBER),
+                "messages": {
+                    "type": "array",
+                    "items": _ref("schemas", "StoredMessage"),
+                    "description": "the messages the turn stored, once completed",
+                },
+            },
+        ),
+        "Checkpoint": checkpoint,
+        "Context": _object(
+            [
+                "object",
+                "conversation_id",
+                "model",
+                "window",
+                "reserved_output",
+                "threshold",
+                "compact_above_tokens",
+                "tokens",
+                "last_reported_prompt_tokens",
+                "epoch",
+                "covers_through_seq",
+                "messages_total",
+                "messages_in_view",
+                "checkpoints",
+            ],
+            {
+                "object": {"const": "conversation.context"},
+                "conversation_id": STRING,
+                "model": STRING,
+                "window": INTEGER,
+                "reserved_output": INTEGER,
+                "threshold": NUMBER,
+                "compact_above_tokens": INTEGER,
+                "tokens": INTEGER,
+                "last_reported_prompt_tokens": _nullable(INTEGER),
+                "epoch": INTEGER,
+                "covers_through_seq": INTEGER,
+                "messages_total": INTEGER,
+                "messages_in_view": INTEGER,
+                "checkpoints": {"type": "array", "items": _ref("schemas", "Checkpoint")},
+                "view": {
+                    "type": "array",
+                    "items": ANY_OBJECT,
+                    "description": "with view=true: exactly the messages the model sees",
+                },
+                "summary": _nullable(STRING),
+                "ledger": {"type": "array", "items": STRING},
+            },
+        ),
+        "CompactResult": _object(
+            ["conversation_id", "compacted", "epoch"],
+            {
+                "conversation_id": STRING,
+                "compacted": BOOLEAN,
+                "epoch": INTEGER,
+                "reason": {"type": "string", "description": "why nothing was compacted"},
+            },
+            description="With compacted=true, the new checkpoint's fields too.",
+        ),
+    }
+
+
+# -- parameters and headers --------------------------------------------------------------------
+
+
+def _header(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
+    return {"name": name, "in": "header", "schema": schema, "description": description, **extra}
+
+
+def _parameters() -> dict[str, Schema]:
+    conversation_id = {"type": "string", "pattern": CONVERSATION_ID_PATTERN}
+    return {
+        "ConversationId": {
+            "name": "conversation_id",
+            "in": "path",
+            "required": True,
+            "schema": conversation_id,
+            "description": "The conversation's id, or one of its aliases.",
+        },
+        "TurnId": {
+            "name": "turn_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "examples": ["turn_0123456789abcdef01234567"]},
+            "description": "A turn's id (X-Tether-Turn, or `tether.turn_id`).",
+        },
+        "IdempotencyKey": _header(
+            "Idempotency-Key",
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+            },
+            "A retry with the same key and request replays the first result "
+            "(Idempotent-Replayed: true) instead of running a second turn. Scoped to the tenant.",
+        ),
+        "HermesSessionId": _header(
+            "X-Hermes-Session-Id",
+            conversation_id,
+            "The conversation (same meaning as X-Tether-Conversation). An unknown id creates "
+            "the conversation, except an unknown server-minted `conv_…` id (404).",
+        ),
+        "TetherConversation": _header(
+            "X-Tether-Conversation",
+            conversation_id,
+            "The conversation (same meaning as X-Hermes-Session-Id).",
+        ),
+        "TetherHistory": _header(
+            "X-Tether-History",
+            {"enum": ["auto", "append", "replay"], "default": "auto"},
+            "Whether the request's messages are new messages (append) or the whole history "
+            "(replay); auto guesses from the presence of an assistant message.",
+        ),
+        "TetherCompaction": _header(
+            "X-Tether-Compaction",
+            {"enum": ["auto", "off", "now"], "default": "auto"},
+            "Compact when needed (auto), never during this request (off), or before it (now).",
+        ),
+        "TetherConcurrency": _header(
+            "X-Tether-Concurrency",
+            {"enum": ["enqueue", "reject"], "default": "enqueue"},
+            "While another turn of the conversation runs: wait in line (enqueue) or answer "
+            "409 conversation_busy at once (reject).",
+        ),
+        "IfMatch": _header(
+            "If-Match",
+            STRING,
+            'Run only on this transcript version (an ETag such as "v12", or *); otherwise 412.',
+        ),
+        "After": {
+            "name": "after",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999},
+            "example": 0,
+            "description": "Only messages with a greater seq (to page on).",
+        },
+        "View": {
+            "name": "view",
+            "in": "query",
+            "schema": {"type": "boolean", "default": False},
+            "example": True,
+            "description": "Also return exactly what the model sees (view, summary, ledger).",
+        },
+        "LastEventId": _header(
+            "Last-Event-ID",
+            {"type": "string", "pattern": "^[0-9]{0,9}$"},
+            "Resume after this event (the `id:` of the last event received).",
+            example="0",
+        ),
+        "EventsAfter": {
+            "name": "after",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+            "description": "Same as Last-Event-ID (the header wins), for clients that cannot "
+            "set headers.",
+        },
+    }
+
+
+def _headers() -> dict[str, Schema]:
+    conversation = {"type": "string", "pattern": CONVERSATION_ID_PATTERN}
+    return {
+        "XTetherConversation": {
+            "required": True,
+            "schema": conversation,
+            "description": "The conversation the request ran on (after a fork: the fork's id).",
+        },
+        "XHermesSessionId": {
+            "required": True,
+            "schema": conversation,
+            "description": "Same as X-Tether-Conversation.",
+        },
+        "XTetherTurn": {"required": True, "schema": STRING, "description": "The turn's id."},
+        "XTetherEpoch": {
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "description": "The checkpoint the model's view was built on.",
+        },
+        "ETag": {
+            "required": True,
+            "schema": {"type": "string", "pattern": _ETAG_PATTERN},
+            "description": "The transcript version (its last seq), for If-Match.",
+        },
+        "RetryAfter": {
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "description": "Seconds to wait before retrying.",
+        },
+        "IdempotentReplayed": {
+            "schema": {"const": "true"},
+            "description": "Present when the response is the replay of an earlier request "
+            "with the same Idempotency-Key.",
+        },
+    }
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+_COMMON = {
+    401: "Missing or invalid API key (missing_api_key, invalid_api_key).",
+    421: "The Host header names a host this server does not answer for (misdirected_request; "
+    "DNS-rebinding protection).",
+    429: "Over the API key's rate limit (rate_limit_exceeded; TETHER_RATE_LIMIT_RPS).",
+}
+_RETRY_AFTER = {409, 429, 503}
+
+
+def _error(status: int, description: str) -> Schema:
+    out: Schema = {
+        "description": description,
+        "content": {JSON: {"schema": _ref("schemas", "Error")}},
+    }
+    headers = {}
+    if status in _RETRY_AFTER:
+        headers["Retry-After"] = _ref("headers", "RetryAfter")
+    if status == 412:
+        headers["ETag"] = _ref("headers", "ETag")
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _errors(*described: dict[int, str], auth: bool = True) -> dict[str, Schema]:
+    """Error responses: `described` (status → description; later ones win), plus the common
+    ones (auth, host, rate limit) unless described."""
+    statuses: dict[int, str] = {}
+    for more in described:
+        statuses |= more
+    if auth:
+        statuses |= {s: d for s, d in _COMMON.items() if s not in statuses}
+    else:
+        statuses[421] = _COMMON[421]
+    return {str(s): _error(s, statuses[s]) for s in sorted(statuses)}
+
+
+def _json(schema: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {
+        "description": description,
+        "content": {JSON: {"schema": _ref("schemas", schema)}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _conv_links(turn: str | None) -> dict[str, Schema]:
+    """Links from a response naming a conversation (and a turn) to the reads of them."""
+    cid = "$response.header.X-Tether-Conversation"
+    links: dict[str, Schema] = {
+        name: {"operationId": op, "parameters": {"conversation_id": cid}}
+        for name, op in (
+            ("conversation", "getConversation"),
+            ("messages", "listMessages"),
+            ("context", "getContext"),
+        )
+    }
+    if turn is not None:
+        for name, op in (
+            ("turn", "getTurn"),
+            ("events", "getTurnEvents"),
+            ("cancel", "cancelTurn"),
+        ):
+            links[name] = {
+                "operationId": op,
+                "parameters": {"conversation_id": cid, "turn_id": turn},
+            }
+    return links
+
+
+_NOT_FOUND = "Unknown conversation, or another tenant's (conversation_not_found)."
+_BAD_ID = "Invalid conversation id (invalid_conversation_id)."
+_STORAGE = "The database is unavailable or read-only (storage_unavailable)."
+
+
+def _paths() -> dict[str, Schema]:
+    p = "#/components/parameters/"
+    conv_param = {"$ref": p + "ConversationId"}
+    turn_param = {"$ref": p + "TurnId"}
+    where = {
+        name: _ref("headers", ref)
+        for name, ref in (
+            ("X-Hermes-Session-Id", "XHermesSessionId"),
+            ("X-Tether-Conversation", "XTetherConversation"),
+            ("X-Tether-Turn", "XTetherTurn"),
+            ("X-Tether-Epoch", "XTetherEpoch"),
+            ("ETag", "ETag"),
+            ("Idempotent-Replayed", "IdempotentReplayed"),
+        )
+    }
+    conv_headers = {"X-Tether-Conversation": _ref("headers", "XTetherConversation")}
+    versioned = {**conv_headers, "ETag": _ref("headers", "ETag")}
+    chat_example = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}
+    chat = {
+        "operationId": "createChatCompletion",
+        "tags": ["chat"],
+        "summary": "OpenAI Chat Completions on a server-side conversation",
+        "description": "Send the new message(s) with a conversation id; Tether loads the "
+        "history, calls the upstream model, stores the turn and compacts when needed. "
+        "Without an id a conversation is created (its id is in X-Tether-Conversation). "
+        "With `stream: true` the answer is a server-sent event stream in the OpenAI chunk "
+        "format, ending with `data: [DONE]`; a failure after the first token ends it with an "
+        "error event and nothing is stored.",
+        "parameters": [
+            {"$ref": p + name}
+            for name in (
+                "IdempotencyKey",
+                "HermesSessionId",
+                "TetherConversation",
+                "TetherHistory",
+                "TetherCompaction",
+                "TetherConcurrency",
+                "IfMatch",
+            )
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": _ref("schemas", "ChatCompletionRequest"), "example": chat_example}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The model's answer (JSON, or an event stream with stream=true).",
+                "headers": where,
+                "content": {
+                    JSON: {"schema": _ref("schemas", "ChatCompletion")},
+                    SSE: {"schema": _ref("schemas", "ChatCompletionEvent")},
+                },
+                "links": _conv_links("$response.header.X-Tether-Turn"),
+            },
+            **_errors(
+                {
+                    400: "Malformed JSON (invalid_json), invalid fields (invalid_request), invalid "
+                    "ids or headers (invalid_conversation_id, conflicting_conversation_ids, "
+                    "invalid_header, invalid_idempotency_key), no_new_messages, model_required, "
+                    "context_length_exceeded.",
+                    404: "An unknown server-minted conversation id, or another tenant's "
+                    "(conversation_not_found).",
+                    409: "Another turn of the conversation is running (conversation_busy), or a "
+                    "request with this Idempotency-Key is (idempotency_key_in_use).",
+                    412: "If-Match names another transcript version (precondition_failed).",
+                    413: "The body, the number of messages or one message is too large "
+                    "(request_too_large, too_many_messages, content_too_large).",
+                    415: "The body is not application/json (unsupported_media_type).",
+                    422: "The messages break the tool-call sequence rules "
+                    "(invalid_message_sequence), or the Idempotency-Key was used with another "
+                    "request (idempotency_key_reused).",
+                    429: "Over the API key's rate limit (rate_limit_exceeded), or the upstream's "
+                    "rate limit persisted through the retries (upstream_rate_limited).",
+                    502: "The upstream failed (upstream_unreachable, upstream_error, "
+                    "upstream_bad_response, upstream_auth_failed, upstream_stream_interrupted).",
+                    503: "No upstream is configured (upstream_not_configured), the server is "
+                    "shutting down (server_shutting_down), or " + _STORAGE,
+                    504: "The upstream timed out (upstream_timeout) or the turn exceeded "
+                    "TETHER_MAX_TURN_SECONDS (turn_deadline_exceeded).",
+                    507: "The disk is full (insufficient_storage); nothing was stored.",
+                }
+            ),
+        },
+    }
+    read_errors = {400: _BAD_ID, 404: _NOT_FOUND, 503: _STORAGE}
+    turn_errors = {
+        **read_errors,
+        404: _NOT_FOUND[:-1] + "; or no such turn in it (turn_not_found).",
+    }
+    return {
+        "/v1/chat/completions": {"post": chat},
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "tags": ["chat"],
+                "summary": "The upstream's models",
+                "responses": {
+                    "200": _json("ModelList", "The models."),
+                    **_errors(
+                        {
+                            502: "The upstream failed or sent no model list.",
+                            504: "The upstream timed out (upstream_timeout).",
+                        }
+                    ),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}": {
+            "get": {
+                "operationId": "getConversation",
+                "tags": ["conversations"],
+                "summary": "A conversation's record",
+                "parameters": [conv_param],
+                "responses": {
+                    "200": _json("Conversation", "The conversation.", versioned),
+                    **_errors(read_errors),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/messages": {
+            "get": {
+                "operationId": "listMessages",
+                "tags": ["conversations"],
+                "summary": "The full transcript, oldest first",
+                "parameters": [conv_param, {"$ref": p + "After"}],
+                "responses": {
+                    "200": _json("MessageList", "The messages.", versioned),
+                    **_errors(
+                        read_errors,
+                        {
+                            400: _BAD_ID[:-1]
+                            + ", or `after` is not a message seq (invalid_request)."
+                        },
+                    ),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/context": {
+            "get": {
+                "operationId": "getContext",
+                "tags": ["conversations"],
+                "summary": "Window, tokens, threshold, epoch and checkpoints",
+                "parameters": [conv_param, {"$ref": p + "View"}],
+                "responses": {
+                    "200": _json("Context", "The context report.", conv_headers),
+                    **_errors(
+                        read_errors,
+                        {400: _BAD_ID[:-1] + ", or `view` is not a boolean (invalid_request)."},
+                    ),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/turns/{turn_id}": {
+            "get": {
+                "operationId": "getTurn",
+                "tags": ["turns"],
+                "summary": "A turn's record: status, usage, error, timings, its messages",
+                "parameters": [conv_param, turn_param],
+                "responses": {
+                    "200": _json("Turn", "The turn.", conv_headers),
+                    **_errors(turn_errors),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/turns/{turn_id}/events": {
+            "get": {
+                "operationId": "getTurnEvents",
+                "tags": ["turns"],
+                "summary": "Resume a streamed turn's events",
+                "description": "The events after Last-Event-ID (or `after`), then the live "
+                "ones while the turn runs; the same frames (and ids) as the original stream. "
+                "Events are kept while they fit TETHER_RESUME_BUFFER_BYTES.",
+                "parameters": [
+                    conv_param,
+                    turn_param,
+                    {"$ref": p + "LastEventId"},
+                    {"$ref": p + "EventsAfter"},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The event stream.",
+                        "headers": {
+                            "X-Tether-Conversation": _ref("headers", "XTetherConversation"),
+                            "X-Tether-Turn": _ref("headers", "XTetherTurn"),
+                        },
+                        "content": {SSE: {"schema": _ref("schemas", "ChatCompletionEvent")}},
+                    },
+                    **_errors(
+                        turn_errors,
+                        {
+                            400: _BAD_ID[:-1] + ", an invalid Last-Event-ID or `after` "
+                            "(invalid_request), or the turn was not streamed (not_streamed).",
+                            410: "The turn's events are no longer buffered (events_expired): "
+                            "GET the turn for its result.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/turns/{turn_id}/cancel": {
+            "post": {
+                "operationId": "cancelTurn",
+                "tags": ["turns"],
+                "summary": "Stop a running turn",
+                "description": "Nothing of a cancelled turn is stored. A turn that already "
+                "finished, or is committing, is left as it ends; either way the answer is the "
+                "turn's final record.",
+                "parameters": [conv_param, turn_param],
+                "responses": {
+                    "200": _json("Turn", "The turn's record after the cancel.", conv_headers),
+                    **_errors(turn_errors),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/compact": {
+            "post": {
+                "operationId": "compactConversation",
+                "tags": ["conversations"],
+                "summary": "Compact now (turns may continue meanwhile)",
+                "parameters": [conv_param],
+                "responses": {
+                    "200": {
+                        **_json("CompactResult", "What was compacted.", conv_headers),
+                        "links": _conv_links(None),
+                    },
+                    **_errors(
+                        read_errors,
+                        {
+                            502: "The summariser failed (compaction_failed); nothing changed.",
+                            503: "No upstream is configured (upstream_not_configured), the "
+                            "server is shutting down (server_shutting_down), or " + _STORAGE,
+                            507: "The disk is full (insufficient_storage); nothing was stored.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "getHealth",
+                "tags": ["meta"],
+                "summary": "Liveness (no auth)",
+                "security": [],
+                "responses": {
+                    "200": _json("Health", "Serving."),
+                    "503": {
+                        **_json("Health", "Shutting down (status: draining)."),
+                        "headers": {"Retry-After": _ref("headers", "RetryAfter")},
+                    },
+                    **_errors(auth=False),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenAPI",
+                "tags": ["meta"],
+                "summary": "This document (no auth)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI 3.1 description of this API.",
+                        "content": {JSON: {"schema": ANY_OBJECT}},
+                    },
+                    **_errors(auth=False),
+                },
+            }
+        },
+    }
+
+
+@cache
+def openapi_spec() -> dict[str, Any]:
+    """The whole document (built once; do not modify the returned dict)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tether",
+            "version": __version__,
+            "summary": "An OpenAI-compatible agent server that keeps conversations on the "
+            "server and never loses the thread.",
+            "description": "Errors always use the OpenAI envelope "
+            '`{"error": {"message", "type", "param", "code"}}`. Every route except /health '
+            "and /openapi.json needs `Authorization: Bearer <key>` unless the server runs "
+            "open (no keys). Each key's tenant has its own conversations: another tenant's "
+            "answer 404.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "tags": [
+            {"name": "chat", "description": "OpenAI-compatible endpoints"},
+            {"name": "conversations", "description": "Stored conversations"},
+            {"name": "turns", "description": "One request's turn: its record, events, cancel"},
+            {"name": "meta", "description": "Health and this document"},
+        ],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A Tether API key (`tether keys create`): tk_…",
+                }
+            },
+            "schemas": {**_request_schemas(), **_response_schemas()},
+            "parameters": _parameters(),
+            "headers": _headers(),
+        },
+    }
+
+
+@cache
+def _spec_bytes() -> bytes:
+    return orjson.dumps(openapi_spec())
+
+
+async def get_openapi(request: Request) -> Response:
+    return Response(_spec_bytes(), media_type=JSON)

@@ -1,0 +1,61 @@
+"""Run the app under uvicorn with Tether's shutdown: on SIGTERM (or Ctrl-C) stop taking new turns
+(503 + Retry-After, /health 503), let running turns finish within the grace period, stop the rest
+(recorded incomplete, their streams end with an error event), then exit 0. A second signal stops
+at once."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from tether.config import Settings
+
+log = structlog.get_logger("tether.serve")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Starlette, grace: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.grace = grace
+        self.signalled = 0
+        self.draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # not uvicorn's: it re-raises the signal after shutdown, so the exit code would say
+        # "killed" for what is a clean, drained stop
+        self.signalled += 1
+        if self.signalled > 1:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.signalled and not self.should_exit:
+            if self.draining is None:
+                state = getattr(self.app.state, "tether", None)
+                if state is None:  # still starting: nothing to drain
+                    self.should_exit = True
+                else:
+                    log.info("shutdown.started", grace_s=self.grace)
+                    self.draining = asyncio.create_task(state.engine.drain(self.grace))
+            elif self.draining.done():
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def run(app: Starlette, settings: Settings) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        # turns are drained before uvicorn's own shutdown; this only bounds closing streams
+        timeout_graceful_shutdown=5,
+    )
+    _Server(config, app, settings.shutdown_grace_seconds).run()
