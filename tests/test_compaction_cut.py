@@ -3,7 +3,7 @@ and the cheap prune stage (tether.compaction.cut / tether.compaction.view)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from tether.compaction.view import (
     system_block,
     tail_messages,
 )
-from tether.engine.validate import validate_sequence
+from tether.engine.validate import pending_after, validate_sequence
 from tether.errors import TetherError
 from tether.store.base import Checkpoint, Message
 
@@ -183,6 +183,27 @@ def test_generated_conversations_are_valid(messages: list[Message]) -> None:
     answered = [m.tool_call_id for m in messages if m.role == "tool"]
     assert answered == ids  # every call answered exactly once, in order
     assert all(m.tokens >= 1 for m in messages)
+
+
+@PROPS
+@given(conversations(), st.data())
+def test_pending_after_reads_the_end_of_any_valid_prefix(
+    messages: list[Message], data: st.DataObject
+) -> None:
+    """The engine checks only a turn's new messages against `pending_after(stored view)`: that
+    must equal validating the whole sequence, for every valid prefix (calls half answered too)."""
+    cut = data.draw(st.integers(0, len(messages)))
+    prefix = [m.to_openai() for m in messages[:cut]]
+    assert pending_after(prefix) == validate_sequence(prefix)
+
+
+def test_rendering_is_kept_but_never_copied_to_a_changed_message() -> None:
+    m = Message(role="user", content="a", seq=1)
+    first = m.to_openai()
+    assert m.to_openai() is first  # rendered once
+    changed = replace(m, content="b")
+    assert changed.to_openai() == {"role": "user", "content": "b"}
+    assert m == Message(role="user", content="a", seq=1)  # the cache is not part of equality
 
 
 def test_validator_rejects_what_the_generator_must_not_produce() -> None:

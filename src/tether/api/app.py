@@ -125,16 +125,17 @@ def create_app(
     limiter = None
     if settings.rate_limit_rps > 0:
         limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
-    middleware = [
-        Middleware(HostGuard, allowed=allowed_hosts(settings)),  # first: before CORS answers
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=REQUEST_HEADERS,
-            expose_headers=EXPOSED_HEADERS,
-        ),
-    ]
+    middleware = [Middleware(HostGuard, allowed=allowed_hosts(settings))]  # before CORS answers
+    if settings.cors_origins:  # off by default: no layer to pass through on every request
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=REQUEST_HEADERS,
+                expose_headers=EXPOSED_HEADERS,
+            )
+        )
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -36,7 +36,7 @@ from tether.engine.types import (
     etag,
     matches,
 )
-from tether.engine.validate import validate_sequence
+from tether.engine.validate import pending_after, validate_sequence
 from tether.errors import TetherError
 from tether.store.base import (
     ConflictError,
@@ -189,9 +189,6 @@ class Engine:
                         "reload it and retry",
                         headers={"ETag": etag(current)},
                     )
-                if target.can_compact and target.conv is not None:
-                    # a record while it runs: a crash leaves it, marked incomplete at start-up
-                    await self.store.record_turn(target.conv.pk, turn)
                 budget = budget_for(self.settings, model, req.params, self.windows.get(model))
                 outcome = Outcome()
                 await self._preflight(req, target, budget, turn, outcome)
@@ -349,7 +346,11 @@ class Engine:
         outcome: Outcome,
     ) -> None:
         view = target.view()
-        pending = validate_sequence(view)
+        # the stored part was checked when it was committed: check what is new against it
+        fresh = sum(1 for m in target.plan.new if m.role not in ("system", "developer"))
+        pending = validate_sequence(
+            view[len(view) - fresh :], pending_after(view[: len(view) - fresh])
+        )
         sent = inline_system(view) if self.settings.upstream_system_role == "inline" else view
         body = {**req.params, "model": turn.model, "messages": sent}
         if req.stream:
@@ -406,6 +407,11 @@ class Engine:
                 if turn.first_token_at is None:
                     # headers go out now: an upstream failure before this is a plain HTTP error
                     turn.first_token_at = time.time()
+                    if target.can_compact and target.conv is not None:
+                        # the client learns the turn's id now, so it is a record from now on:
+                        # a crash leaves it running, marked incomplete at start-up. (A JSON
+                        # turn's id is only known with its result, so it is recorded then.)
+                        await self.store.record_turn(target.conv.pk, turn)
                     running.ready.set_result(_info(target, turn, outcome))
                 acc.add(chunk.data)
                 choices = chunk.data.get("choices")

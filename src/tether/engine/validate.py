@@ -50,3 +50,20 @@ def validate_sequence(
             pending_from = i
     # A sequence may end with unanswered calls: the assistant just asked for tools.
     return frozenset(pending_ids)
+
+
+def pending_after(messages: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """What `validate_sequence` returns for an already valid sequence, reading only its end:
+    the last assistant message's tool calls that no later tool result answers."""
+    answered: set[str] = set()
+    for m in reversed(messages):
+        role = m.get("role")
+        if role == "tool":
+            answered.add(str(m.get("tool_call_id")))
+            continue
+        if role in ("system", "developer"):
+            continue
+        calls = m.get("tool_calls") or [] if role == "assistant" else []
+        ids = {str(c.get("id")) for c in calls if isinstance(c, Mapping)}
+        return frozenset(ids - answered)
+    return frozenset()
