@@ -47,7 +47,7 @@ test: $(TEST_STAMP) $(LOCAL_STAMP)
 # them with a small N).
 stress: $(TEST_STAMP)
 	TETHER_STRESS_ROUNDS=30 $(BIN)/pytest -q -s tests/test_crash.py tests/test_e2e_matrix.py \
-		tests/test_e2e_turns.py
+		tests/test_e2e_turns.py tests/test_e2e_idempotency.py
 
 # The benchmark suite (bench/README.md): writes bench/RESULTS.md, under 10 minutes.
 bench: $(TEST_STAMP)

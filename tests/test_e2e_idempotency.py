@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from tests.support import ScriptedUpstream, TetherServer
 
 CHAT = "/v1/chat/completions"
+STRESS = bool(int(os.environ.get("TETHER_STRESS_ROUNDS", "0")))  # make stress: the large N
 
 
 def post(server: TetherServer, body: dict[str, Any], **headers: str) -> httpx2.Response:
@@ -40,12 +42,14 @@ def test_same_key_same_body_replays_without_a_new_turn(
     headers = {"X-Hermes-Session-Id": "idem-1", "Idempotency-Key": "msg-0001"}
     first = post(server, body("hello"), **headers)
     assert first.status_code == 200 and "idempotent-replayed" not in first.headers
-    second = post(server, body("hello"), **headers)
-    assert second.status_code == 200
-    assert second.headers["idempotent-replayed"] == "true"
-    assert second.json() == first.json()
-    assert second.headers["x-hermes-session-id"] == "idem-1"
-    assert second.headers["x-tether-turn"] == first.headers["x-tether-turn"]
+    for _ in range(100 if STRESS else 20):  # A1: every replay byte-equal, no new work
+        second = post(server, body("hello"), **headers)
+        assert second.status_code == 200
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.content == first.content
+        assert second.headers["x-hermes-session-id"] == "idem-1"
+        assert second.headers["x-tether-turn"] == first.headers["x-tether-turn"]
+        assert second.headers["etag"] == first.headers["etag"]
     assert len(upstream.chat_bodies()) == 1
     assert turns(server, "idem-1") == 1
     assert len(server.transcript("idem-1")) == 2

@@ -1,6 +1,7 @@
-"""Server-minted conversation ids cannot be guessed (reliability matrix F3): 100,000 of them are
-unique, carry 128 random bits each, pass the monobit and runs tests of NIST SP 800-22, and show
-no sequential structure (no counter, no shared prefix, no correlation between neighbours)."""
+"""Server-minted conversation and turn ids cannot be guessed (reliability matrix F3): 100,000
+of each are unique, carry 128 random bits each, pass the monobit and runs tests of NIST SP
+800-22, and show no sequential structure (no counter, no shared prefix, no correlation between
+neighbours)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,41 @@ from collections import Counter
 
 import pytest
 
-from tether.engine.ids import SERVER_PREFIX, mint_conversation_id
+from tether.engine.ids import SERVER_PREFIX, mint_conversation_id, mint_turn_id
 
 N = 100_000
 BITS = 128
 Z = 5.0  # |z| beyond 5 standard deviations: a false alarm about once in 1.7 million runs
 
 
-@pytest.fixture(scope="module")
-def ids() -> list[str]:
-    return [mint_conversation_id() for _ in range(N)]
+KINDS = {SERVER_PREFIX: mint_conversation_id, "turn_": mint_turn_id}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def prefix(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def values(ids: list[str]) -> list[int]:
-    return [int(i[len(SERVER_PREFIX) :], 16) for i in ids]
+def ids(prefix: str) -> list[str]:
+    return [KINDS[prefix]() for _ in range(N)]
 
 
-def test_unique_and_128_bits_wide(ids: list[str]) -> None:
+@pytest.fixture(scope="module")
+def values(ids: list[str], prefix: str) -> list[int]:
+    return [int(i[len(prefix) :], 16) for i in ids]
+
+
+def test_unique_and_128_bits_wide(ids: list[str], prefix: str) -> None:
     assert len(set(ids)) == N
-    shape = re.compile(rf"{SERVER_PREFIX}[0-9a-f]{{{BITS // 4}}}")
+    shape = re.compile(rf"{prefix}[0-9a-f]{{{BITS // 4}}}")
     assert all(shape.fullmatch(i) for i in ids), next(i for i in ids if not shape.fullmatch(i))
 
 
-def test_every_bit_position_is_random(ids: list[str]) -> None:
+def test_every_bit_position_is_random(ids: list[str], prefix: str) -> None:
     """Each of the 128 positions is 1 in half of the ids: none is fixed, so all 128 carry
     entropy (a timestamp or a counter's high bits would be stuck)."""
-    raw = [bytes.fromhex(i[len(SERVER_PREFIX) :]) for i in ids]
+    raw = [bytes.fromhex(i[len(prefix) :]) for i in ids]
     limit = Z * 0.5 / math.sqrt(N)
     for byte in range(BITS // 8):
         seen = Counter(r[byte] for r in raw)
@@ -46,9 +55,9 @@ def test_every_bit_position_is_random(ids: list[str]) -> None:
             assert abs(ones / N - 0.5) < limit, (byte, bit, ones)
 
 
-def test_monobit_and_runs(ids: list[str]) -> None:
+def test_monobit_and_runs(ids: list[str], prefix: str) -> None:
     """NIST SP 800-22 frequency and runs tests over all 12.8 million bits, concatenated."""
-    stream = int("".join(i[len(SERVER_PREFIX) :] for i in ids), 16)
+    stream = int("".join(i[len(prefix) :] for i in ids), 16)
     n = N * BITS
     ones = stream.bit_count()
     assert abs(2 * ones - n) / math.sqrt(n) < Z, ones

@@ -16,33 +16,17 @@ from starlette.responses import Response
 
 from tether import __version__
 from tether.api.models import ChatRequest
-
-JSON = "application/json"
-SSE = "text/event-stream"
-Schema = dict[str, Any]
-
-CONVERSATION_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # tether.engine.ids
-_ETAG_PATTERN = '^"v[0-9]+"$'
-
-
-def _ref(kind: str, name: str) -> Schema:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _object(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
-    return {"type": "object", "required": required, "properties": properties, **extra}
-
-
-STRING: Schema = {"type": "string"}
-INTEGER: Schema = {"type": "integer"}
-NUMBER: Schema = {"type": "number"}
-BOOLEAN: Schema = {"type": "boolean"}
-ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
-
+from tether.api.openapi_schemas import (
+    ANY_OBJECT,
+    CONVERSATION_ID_PATTERN,
+    ETAG_PATTERN,
+    JSON,
+    SSE,
+    STRING,
+    Schema,
+    ref,
+    response_schemas,
+)
 
 # -- schemas -----------------------------------------------------------------------------------
 
@@ -61,281 +45,6 @@ def _request_schemas() -> dict[str, Schema]:
         "X-Tether-Conversation header (naming two different ids is a 400)."
     )
     return {"ChatCompletionRequest": schema, **defs}
-
-
-def _response_schemas() -> dict[str, Schema]:
-    error_object = _object(
-        ["message", "type", "param", "code"],
-        {
-            "message": STRING,
-            "type": {
-                "type": "string",
-                "examples": ["invalid_request_error", "not_found_error", "api_error"],
-            },
-            "param": _nullable(STRING),
-            "code": {"type": "string", "examples": ["conversation_not_found"]},
-        },
-    )
-    forked_from = _object(["conversation_id", "seq"], {"conversation_id": STRING, "seq": INTEGER})
-    tether_info = _object(
-        ["conversation_id", "turn_id", "epoch", "compacted", "tokens_before", "tokens_after"],
-        {
-            "conversation_id": STRING,
-            "turn_id": STRING,
-            "epoch": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "the checkpoint the model's view was built on (0: none yet)",
-            },
-            "compacted": {
-                "type": "boolean",
-                "description": "whether a compaction ran during this request",
-            },
-            "tokens_before": _nullable(INTEGER),
-            "tokens_after": _nullable(INTEGER),
-            "forked_from": forked_from,
-        },
-        description="Where the turn ran.",
-    )
-    completion = _object(
-        ["choices", "tether"],
-        {
-            "id": STRING,
-            "object": STRING,
-            "created": INTEGER,
-            "model": STRING,
-            "choices": {
-                "type": "array",
-                "items": _object(
-                    [],
-                    {
-                        "index": INTEGER,
-                        "message": ANY_OBJECT,
-                        "finish_reason": _nullable(STRING),
-                    },
-                ),
-            },
-            "usage": _nullable(ANY_OBJECT),
-            "tether": _ref("schemas", "TetherInfo"),
-        },
-        description="The upstream model's chat.completion, as it answered, plus `tether`.",
-    )
-    event = _object(
-        ["data"],
-        {
-            "data": {
-                "type": "string",
-                "description": "A chat.completion.chunk as JSON (the one with `finish_reason` "
-                "also carries `tether`), an error envelope as JSON if the turn failed after "
-                "its first token, or `[DONE]` at the end.",
-            },
-            "event": {"const": "message"},
-            "id": {
-                "type": "string",
-                "pattern": "^[0-9]+$",
-                "description": "the event's place in the turn's stream, for Last-Event-ID",
-            },
-        },
-        description="One server-sent event (SSE comments, such as the compaction notice and "
-        "keep-alive pings, are not events).",
-    )
-    model = _object(["id"], {"id": STRING, "object": STRING, "owned_by": STRING})
-    stored_message = _object(
-        ["seq", "role", "content"],
-        {
-            "seq": {"type": "integer", "minimum": 1},
-            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
-            "content": {"anyOf": [STRING, {"type": "array"}, {"type": "null"}]},
-            "tool_calls": {"type": "array", "items": ANY_OBJECT},
-            "tool_call_id": STRING,
-            "name": STRING,
-        },
-        additionalProperties=True,
-        description="A stored message as the model sees it (extra fields the client sent are "
-        "kept), with its place in the transcript.",
-    )
-    listed_message = {
-        "allOf": [
-            _ref("schemas", "StoredMessage"),
-            _object(
-                ["turn_id", "created_at"], {"turn_id": _nullable(STRING), "created_at": NUMBER}
-            ),
-        ]
-    }
-    checkpoint = _object(
-        [
-            "epoch",
-            "covers_through_seq",
-            "prune_through_seq",
-            "tokens_before",
-            "tokens_after",
-            "model",
-            "prompt_version",
-            "ledger_entries",
-            "summary_chars",
-            "stats",
-            "turn_id",
-            "created_at",
-        ],
-        {
-            "epoch": INTEGER,
-            "covers_through_seq": INTEGER,
-            "prune_through_seq": INTEGER,
-            "tokens_before": INTEGER,
-            "tokens_after": INTEGER,
-            "model": _nullable(STRING),
-            "prompt_version": STRING,
-            "ledger_entries": INTEGER,
-            "summary_chars": INTEGER,
-            "stats": ANY_OBJECT,
-            "turn_id": _nullable(STRING),
-            "created_at": NUMBER,
-        },
-        description="A compaction: its summary stands in for messages up to covers_through_seq.",
-    )
-    return {
-        "Error": _object(
-            ["error"],
-            {"error": error_object},
-            description="Every error: the OpenAI error envelope.",
-        ),
-        "TetherInfo": tether_info,
-        "ChatCompletion": completion,
-        "ChatCompletionEvent": event,
-        "Model": model,
-        "ModelList": _object(
-            ["data"],
-            {"object": {"const": "list"}, "data": {"type": "array", "items": model}},
-        ),
-        "Health": _object(
-            ["status", "database", "upstream"],
-            {
-                "status": {"enum": ["ok", "draining"]},
-                "database": {"type": "string", "examples": ["sqlite"]},
-                "upstream": {"type": "boolean", "description": "whether an upstream is set"},
-            },
-        ),
-        "Conversation": _object(
-            [
-                "id",
-                "object",
-                "title",
-                "model",
-                "messages",
-                "turns",
-                "epoch",
-                "forked_from",
-                "created_at",
-                "updated_at",
-            ],
-            {
-                "id": STRING,
-                "object": {"const": "conversation"},
-                "title": _nullable(STRING),
-                "model": _nullable(STRING),
-                "messages": {"type": "integer", "minimum": 0, "description": "the last seq"},
-                "turns": {"type": "integer", "minimum": 0},
-                "epoch": {"type": "integer", "minimum": 0},
-                "forked_from": _nullable(forked_from),
-                "created_at": NUMBER,
-                "updated_at": NUMBER,
-            },
-        ),
-        "StoredMessage": stored_message,
-        "MessageList": _object(
-            ["object", "conversation_id", "data"],
-            {
-                "object": {"const": "list"},
-                "conversation_id": STRING,
-                "data": {"type": "array", "items": listed_message},
-            },
-        ),
-        "Turn": _object(
-            [
-                "id",
-                "object",
-                "conversation_id",
-                "status",
-                "model",
-                "usage",
-                "error",
-                "started_at",
-                "finished_at",
-                "messages",
-            ],
-            {
-                "id": STRING,
-                "object": {"const": "conversation.turn"},
-                "conversation_id": STRING,
-                "status": {"enum": ["running", "completed", "failed", "incomplete", "cancelled"]},
-                "model": _nullable(STRING),
-                "usage": _nullable(ANY_OBJECT),
-                "error": _nullable(error_object),
-                "started_at": NUMBER,
-                "finished_at": _nullable(NUMBER),
-                "messages": {
-                    "type": "array",
-                    "items": _ref("schemas", "StoredMessage"),
-                    "description": "the messages the turn stored, once completed",
-                },
-            },
-        ),
-        "Checkpoint": checkpoint,
-        "Context": _object(
-            [
-                "object",
-                "conversation_id",
-                "model",
-                "window",
-                "reserved_output",
-                "threshold",
-                "compact_above_tokens",
-                "tokens",
-                "last_reported_prompt_tokens",
-                "epoch",
-                "covers_through_seq",
-                "messages_total",
-                "messages_in_view",
-                "checkpoints",
-            ],
-            {
-                "object": {"const": "conversation.context"},
-                "conversation_id": STRING,
-                "model": STRING,
-                "window": INTEGER,
-                "reserved_output": INTEGER,
-                "threshold": NUMBER,
-                "compact_above_tokens": INTEGER,
-                "tokens": INTEGER,
-                "last_reported_prompt_tokens": _nullable(INTEGER),
-                "epoch": INTEGER,
-                "covers_through_seq": INTEGER,
-                "messages_total": INTEGER,
-                "messages_in_view": INTEGER,
-                "checkpoints": {"type": "array", "items": _ref("schemas", "Checkpoint")},
-                "view": {
-                    "type": "array",
-                    "items": ANY_OBJECT,
-                    "description": "with view=true: exactly the messages the model sees",
-                },
-                "summary": _nullable(STRING),
-                "ledger": {"type": "array", "items": STRING},
-            },
-        ),
-        "CompactResult": _object(
-            ["conversation_id", "compacted", "epoch"],
-            {
-                "conversation_id": STRING,
-                "compacted": BOOLEAN,
-                "epoch": INTEGER,
-                "reason": {"type": "string", "description": "why nothing was compacted"},
-            },
-            description="With compacted=true, the new checkpoint's fields too.",
-        ),
-    }
-
-
-# -- parameters and headers --------------------------------------------------------------------
 
 
 def _header(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
@@ -454,7 +163,7 @@ def _headers() -> dict[str, Schema]:
         },
         "ETag": {
             "required": True,
-            "schema": {"type": "string", "pattern": _ETAG_PATTERN},
+            "schema": {"type": "string", "pattern": ETAG_PATTERN},
             "description": "The transcript version (its last seq), for If-Match.",
         },
         "RetryAfter": {
@@ -483,13 +192,13 @@ _RETRY_AFTER = {409, 429, 503}
 def _error(status: int, description: str) -> Schema:
     out: Schema = {
         "description": description,
-        "content": {JSON: {"schema": _ref("schemas", "Error")}},
+        "content": {JSON: {"schema": ref("schemas", "Error")}},
     }
     headers = {}
     if status in _RETRY_AFTER:
-        headers["Retry-After"] = _ref("headers", "RetryAfter")
+        headers["Retry-After"] = ref("headers", "RetryAfter")
     if status == 412:
-        headers["ETag"] = _ref("headers", "ETag")
+        headers["ETag"] = ref("headers", "ETag")
     if headers:
         out["headers"] = headers
     return out
@@ -511,7 +220,7 @@ def _errors(*described: dict[int, str], auth: bool = True) -> dict[str, Schema]:
 def _json(schema: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
     out: Schema = {
         "description": description,
-        "content": {JSON: {"schema": _ref("schemas", schema)}},
+        "content": {JSON: {"schema": ref("schemas", schema)}},
     }
     if headers:
         out["headers"] = headers
@@ -552,8 +261,8 @@ def _paths() -> dict[str, Schema]:
     conv_param = {"$ref": p + "ConversationId"}
     turn_param = {"$ref": p + "TurnId"}
     where = {
-        name: _ref("headers", ref)
-        for name, ref in (
+        name: ref("headers", component)
+        for name, component in (
             ("X-Hermes-Session-Id", "XHermesSessionId"),
             ("X-Tether-Conversation", "XTetherConversation"),
             ("X-Tether-Turn", "XTetherTurn"),
@@ -562,8 +271,8 @@ def _paths() -> dict[str, Schema]:
             ("Idempotent-Replayed", "IdempotentReplayed"),
         )
     }
-    conv_headers = {"X-Tether-Conversation": _ref("headers", "XTetherConversation")}
-    versioned = {**conv_headers, "ETag": _ref("headers", "ETag")}
+    conv_headers = {"X-Tether-Conversation": ref("headers", "XTetherConversation")}
+    versioned = {**conv_headers, "ETag": ref("headers", "ETag")}
     chat_example = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}
     chat = {
         "operationId": "createChatCompletion",
@@ -590,7 +299,7 @@ def _paths() -> dict[str, Schema]:
         "requestBody": {
             "required": True,
             "content": {
-                JSON: {"schema": _ref("schemas", "ChatCompletionRequest"), "example": chat_example}
+                JSON: {"schema": ref("schemas", "ChatCompletionRequest"), "example": chat_example}
             },
         },
         "responses": {
@@ -598,8 +307,8 @@ def _paths() -> dict[str, Schema]:
                 "description": "The model's answer (JSON, or an event stream with stream=true).",
                 "headers": where,
                 "content": {
-                    JSON: {"schema": _ref("schemas", "ChatCompletion")},
-                    SSE: {"schema": _ref("schemas", "ChatCompletionEvent")},
+                    JSON: {"schema": ref("schemas", "ChatCompletion")},
+                    SSE: {"schema": ref("schemas", "ChatCompletionEvent")},
                 },
                 "links": _conv_links("$response.header.X-Tether-Turn"),
             },
@@ -731,10 +440,10 @@ def _paths() -> dict[str, Schema]:
                     "200": {
                         "description": "The event stream.",
                         "headers": {
-                            "X-Tether-Conversation": _ref("headers", "XTetherConversation"),
-                            "X-Tether-Turn": _ref("headers", "XTetherTurn"),
+                            "X-Tether-Conversation": ref("headers", "XTetherConversation"),
+                            "X-Tether-Turn": ref("headers", "XTetherTurn"),
                         },
-                        "content": {SSE: {"schema": _ref("schemas", "ChatCompletionEvent")}},
+                        "content": {SSE: {"schema": ref("schemas", "ChatCompletionEvent")}},
                     },
                     **_errors(
                         turn_errors,
@@ -796,7 +505,7 @@ def _paths() -> dict[str, Schema]:
                     "200": _json("Health", "Serving."),
                     "503": {
                         **_json("Health", "Shutting down (status: draining)."),
-                        "headers": {"Retry-After": _ref("headers", "RetryAfter")},
+                        "headers": {"Retry-After": ref("headers", "RetryAfter")},
                     },
                     **_errors(auth=False),
                 },
@@ -853,7 +562,7 @@ def openapi_spec() -> dict[str, Any]:
                     "description": "A Tether API key (`tether keys create`): tk_…",
                 }
             },
-            "schemas": {**_request_schemas(), **_response_schemas()},
+            "schemas": {**_request_schemas(), **response_schemas()},
             "parameters": _parameters(),
             "headers": _headers(),
         },

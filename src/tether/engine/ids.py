@@ -17,7 +17,8 @@ def mint_conversation_id() -> str:
 
 
 def mint_turn_id() -> str:
-    return "turn_" + secrets.token_hex(12)
+    """`turn_` + 128 random bits: a turn's id is all its URL needs besides the conversation."""
+    return "turn_" + secrets.token_hex(16)
 
 
 def is_server_minted(conversation_id: str) -> bool:
