@@ -105,6 +105,29 @@ def test_same_key_different_body_is_422(server: TetherServer, upstream: Scripted
     assert len(server.transcript("idem-reuse-1")) == 2 and server.transcript("idem-reuse-2") == []
 
 
+def test_sdk_does_not_retry_a_reused_key(server: TetherServer, upstream: ScriptedUpstream) -> None:
+    """A3 through the openai SDK: the 422 is final — exactly one attempt, nothing executed."""
+    sent: list[str] = []
+    http = httpx2.Client(event_hooks={"request": [lambda r: sent.append(r.url.path)]})
+    client = openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key="none", max_retries=3, http_client=http
+    )
+    headers = {"X-Hermes-Session-Id": "idem-sdk-422", "Idempotency-Key": "sdk-422"}
+    client.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "a"}], extra_headers=headers
+    )
+    sent.clear()
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "b"}], extra_headers=headers
+        )
+    assert caught.value.code == "idempotency_key_reused"
+    assert sent == ["/v1/chat/completions"]  # one attempt
+    assert len(upstream.chat_bodies()) == 1
+    assert len(server.transcript("idem-sdk-422")) == 2
+    http.close()
+
+
 @pytest.mark.parametrize("key", ["", "x" * 256, "bad\tkey"], ids=["empty", "too_long", "ctrl"])
 def test_malformed_key_is_400(server: TetherServer, key: str) -> None:
     before = server.counts()

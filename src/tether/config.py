@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         "the turn; resumable) or cancel it.",
     )
     resume_buffer_bytes: int = Field(
-        32 * 1024 * 1024,
+        8 * 1024 * 1024,
         ge=0,
         description="Bytes of recent streamed turns' events kept in memory, so a client can "
         "resume with Last-Event-ID after the turn finished.",
