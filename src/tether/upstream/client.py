@@ -108,7 +108,9 @@ class HttpUpstream:
     def _session(self) -> aiohttp.ClientSession:
         if self._client is None:  # created on the running loop, at first use
             self._client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=30),
+                # idle connections closed after 4 s: before upstreams that serve with uvicorn
+                # (vLLM, llama.cpp's server: 5 s) close them, which would race a new request
+                connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=4),
                 timeout=self._timeout,
                 headers=self._headers,
             )
