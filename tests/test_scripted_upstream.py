@@ -403,7 +403,7 @@ def test_fault_stall_sends_headers_then_goes_silent(http: httpx2.Client, stream:
         pieces = [p for _, p in arrivals if p]
         assert pieces == ["abcd", "efgh", "ijkl"]
         first, second = (t for t, p in arrivals if p in ("abcd", "efgh"))
-        assert second - first >= 0.6
+        assert second - first >= 0.5  # the server sleeps 0.6 s; arrivals jitter
 
 
 def test_unknown_fault_is_a_400(http: httpx2.Client) -> None:
