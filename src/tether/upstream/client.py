@@ -131,10 +131,20 @@ class HttpUpstream:
         streaming, its whole body (a body cut short counts as a connection error)."""
         content = orjson.dumps(body)
         url = f"{self.base_url}/chat/completions"
+        stale_retried = False
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = await self._session().post(url, data=content)
+                try:
+                    response = await self._session().post(url, data=content)
+                except aiohttp.ServerDisconnectedError:
+                    # closed without a word: most likely a pooled connection the upstream had
+                    # just closed as idle. Once, at once, on a new connection (not a retry).
+                    if stale_retried:
+                        raise
+                    stale_retried = True
+                    log.info("upstream.stale_connection")
+                    response = await self._session().post(url, data=content)
                 if response.status == 200 and stream:
                     return response, b""
                 try:
