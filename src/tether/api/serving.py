@@ -11,6 +11,7 @@ from types import FrameType
 import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.config import Settings
 
@@ -46,9 +47,24 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def _with_abort(app: ASGIApp) -> ASGIApp:
+    """Give the app a way to drop a connection: ASGI has none, and uvicorn's close waits until a
+    client that stopped reading has taken every buffered byte — possibly forever. The callable
+    goes in scope["extensions"]["tether.abort"] (absent under other servers)."""
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None and hasattr(transport, "abort"):
+            extensions = {**(scope.get("extensions") or {}), "tether.abort": transport.abort}
+            scope = {**scope, "extensions": extensions}
+        await app(scope, receive, send)
+
+    return outer
+
+
 def run(app: Starlette, settings: Settings) -> None:
     config = uvicorn.Config(
-        app,
+        _with_abort(app),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -21,9 +21,12 @@ class TurnStream(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
-            # the client stopped reading; the turn goes on (or was cancelled by the policy),
-            # and the connection closes once what the kernel holds for it is delivered
+            # the client stopped reading: drop the connection (the turn goes on, or was
+            # cancelled by the disconnect policy, and stays resumable)
             log.warning("stream.client_stalled", timeout_s=self.send_timeout)
+            abort = (scope.get("extensions") or {}).get("tether.abort")
+            if abort is not None:
+                abort()
 
 
 def turn_stream(
