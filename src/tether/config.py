@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         "the turn; resumable) or cancel it.",
     )
     resume_buffer_bytes: int = Field(
-        8 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=0,
         description="Bytes of recent streamed turns' events kept in memory, so a client can "
         "resume with Last-Event-ID after the turn finished.",
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         description="On SIGTERM: seconds running turns get to finish before they are stopped.",
     )
     view_cache_messages: int = Field(
-        30_000,
+        24_000,
         ge=0,
         description="Messages of recent conversations' views kept in memory (~320 bytes each); "
         "0 turns the cache off.",

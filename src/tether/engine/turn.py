@@ -236,6 +236,7 @@ class Engine:
             running.status = turn.status
             running.close()
             self.running.pop(running.turn_id, None)
+            running.task = None  # what resuming needs is the log; let the task go
             if running.stream and running.log:
                 self.recent.put(running.turn_id, running)
 
@@ -565,7 +566,9 @@ class Engine:
 
 
 def _log_size(running: RunningTurn) -> int:
-    return running.size + 256
+    """Memory a finished stream holds: its payloads, ~90 bytes per bytes object and list slot,
+    ~2 KB for the turn's own objects."""
+    return running.size + 90 * len(running.log) + 2048
 
 
 def _info(target: Target, turn: TurnRecord, outcome: Outcome) -> TurnInfo:

