@@ -1,4 +1,5 @@
-"""The asyncio load generator: N workers on one httpx2.AsyncClient, bounded in count and time.
+"""The asyncio load generator: N workers on lean keep-alive connections (bench/http1.py), bounded
+in count and time.
 
 Every request is timed from just before it is sent to the last byte of the response (and, when
 streaming, to the first body byte). Bodies are built before the clock starts. While the measured
@@ -16,8 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx2
-
+from bench.http1 import Client, HTTPError
 from bench.procs import MIB, busy_cpu_seconds, cpu_seconds, rss_bytes
 
 
@@ -133,34 +133,24 @@ class Monitor:
             }
 
 
-async def _one(client: httpx2.AsyncClient, req: Req, stream: bool) -> tuple[float, float, str]:
+async def _one(client: Client, req: Req, stream: bool) -> tuple[float, float, str]:
     """(total s, first-byte s, error or '') of one request."""
+    address, data = client.request(req.url, req.body, req.headers)
     t0 = time.perf_counter()
-    if not stream:
-        r = await client.post(req.url, content=req.body, headers=req.headers)
-        t1 = time.perf_counter()
-        if r.status_code != 200:
-            return t1 - t0, t1 - t0, f"HTTP {r.status_code}: {r.text[:200]}"
-        if req.expect and req.expect not in r.content:
-            return t1 - t0, t1 - t0, f"unexpected body: {r.content[:200]!r}"
-        return t1 - t0, t1 - t0, ""
-    first = 0.0
-    tail = b""
-    async with client.stream("POST", req.url, content=req.body, headers=req.headers) as r:
-        async for chunk in r.aiter_raw():
-            if not first:
-                first = time.perf_counter()
-            tail = (tail + chunk)[-64:]
-        t1 = time.perf_counter()
-        if r.status_code != 200:
-            return t1 - t0, first - t0, f"HTTP {r.status_code}"
-    if b"[DONE]" not in tail:
-        return t1 - t0, first - t0, f"stream ended without [DONE]: {tail!r}"
-    return t1 - t0, (first or t1) - t0, ""
+    r = await client.send(address, data)
+    total, first = r.done - t0, (r.first_byte or r.done) - t0
+    if r.status != 200:
+        return total, first, f"HTTP {r.status}: {r.body[:200]!r}"
+    if stream:
+        if b"[DONE]" not in r.body[-64:]:
+            return total, first, f"stream ended without [DONE]: {r.body[-64:]!r}"
+    elif req.expect and req.expect not in r.body:
+        return total, first, f"unexpected body: {r.body[:200]!r}"
+    return total, first, ""
 
 
 async def _phase(
-    client: httpx2.AsyncClient,
+    client: Client,
     make: Make,
     concurrency: int,
     n: int,
@@ -180,7 +170,7 @@ async def _phase(
             req = make(w)
             try:
                 total, first, err = await _one(client, req, stream)
-            except httpx2.HTTPError as exc:
+            except (HTTPError, OSError, TimeoutError) as exc:
                 total, first, err = math.nan, math.nan, repr(exc)
             if err:
                 errors += 1
@@ -200,7 +190,7 @@ async def _phase(
 
 
 async def run(
-    client: httpx2.AsyncClient,
+    client: Client,
     name: str,
     make: Make,
     *,
@@ -222,10 +212,5 @@ async def run(
     return result
 
 
-def client(max_connections: int = 128) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(120.0, connect=10.0),
-        limits=httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-    )
+def client() -> Client:
+    return Client(timeout=120.0)

@@ -257,8 +257,9 @@ async def main_async(suite: Suite) -> None:
         url = f"{suite.tether.url}/v1/chat/completions"
         for label in ("first turn after start", "second turn"):
             t0 = time.perf_counter()
-            r = await client.post(url, content=_body([user(suite.text())], False), headers=JSON)
-            r.raise_for_status()
+            r = await client.post(url, _body([user(suite.text())], False), JSON)
+            if r.status != 200:
+                raise RuntimeError(f"the first turns failed: HTTP {r.status}: {r.body[:300]!r}")
             suite.cold[label] = (time.perf_counter() - t0) * 1000
             suite.rss[f"after the {label}"] = (procs.rss_bytes(suite.tether.pid) or 0) / procs.MIB
         for key, name, make, c, stream, opts in plan(suite):
