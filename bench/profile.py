@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import load, procs, seed
-from bench.run import Params, Suite, pool_ids, through
+from bench.run import Params, Suite, pool_ids, through, visits_for
 
 CATEGORIES = (  # the first match over the whole stack wins
     ("token counting (tiktoken)", ("tether/compaction/tokens.py",)),
@@ -77,7 +77,7 @@ def summarise(raw: Path, top: int = 25) -> str:
 
 
 async def drive(
-    suite: Suite, key: str, c: int, seconds: float, stream: bool, n: int
+    suite: Suite, key: str, c: int, seconds: float, stream: bool, n: int, visits: int
 ) -> load.Result:
     client = load.client()
     try:
@@ -85,7 +85,7 @@ async def drive(
         return await load.run(
             client,
             f"profile {key}",
-            through(suite, key, stream),
+            through(suite, key, stream, visits),
             concurrency=c,
             n=n,
             warmup=0,
@@ -127,7 +127,7 @@ def main() -> int:
         tether.start()
         suite = Suite(Params.full(), tether, upstream, pools, time.monotonic())
         # warm up outside the profile (the first turn loads the tokenizer)
-        asyncio.run(drive(suite, key, c, 10.0, args.stream, n=c * 20))
+        asyncio.run(drive(suite, key, c, 10.0, args.stream, c * 20, visits_for(args.stored)))
         upstream.reset()
         raw, svg = workdir / "profile.txt", workdir / "profile.svg"
         record = [spy, "record", "--pid", str(tether.pid), "--rate", str(args.rate)]
@@ -138,7 +138,9 @@ def main() -> int:
             subprocess.Popen([*record, "-o", str(svg)], stdout=subprocess.PIPE),
         ]
         time.sleep(1.0)  # let py-spy attach before the measured load starts
-        result = asyncio.run(drive(suite, key, c, args.seconds, args.stream, n=10**6))
+        result = asyncio.run(
+            drive(suite, key, c, args.seconds, args.stream, 10**6, visits_for(args.stored))
+        )
         for p in spies:
             p.wait(timeout=args.seconds + 30)
     finally:

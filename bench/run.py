@@ -100,9 +100,11 @@ def user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
 
-def through(suite: Suite, pool: str | None, stream: bool, **headers: str) -> Make:
+def through(suite: Suite, pool: str | None, stream: bool, visits: int = 1, **headers: str) -> Make:
     """Through Tether, bridge style: only the new user message, the conversation in a header.
-    pool None: no conversation (Tether starts a new one per request)."""
+    pool None: no conversation (Tether starts a new one per request). Each worker sends
+    `visits` turns in a row to one of its conversations, then moves on to the next, as a
+    person chatting does."""
     url = f"{suite.tether.url}/v1/chat/completions"
     convs = suite.pools[pool] if pool else None
     turns: defaultdict[int, int] = defaultdict(int)
@@ -112,7 +114,7 @@ def through(suite: Suite, pool: str | None, stream: bool, **headers: str) -> Mak
         h = {**JSON, **headers}
         if convs is not None:
             mine = convs[w % len(convs)]
-            h["X-Hermes-Session-Id"] = mine[turns[w] % len(mine)]
+            h["X-Hermes-Session-Id"] = mine[turns[w] // visits % len(mine)]
             turns[w] += 1
         return Req(url, _body([user(text)], stream), h, b"" if stream else text.encode())
 
@@ -156,10 +158,15 @@ async def scenario(
     )
 
 
+def visits_for(size: int) -> int:
+    """Turns a conversation of `size` messages gets in the run: it grows by at most GROWTH."""
+    return max(1, int(size * GROWTH / 2))
+
+
 def pool_ids(prefix: str, size: int, c: int, requests: int) -> list[list[str]]:
     """`c` disjoint lists of conversation ids, one per worker, so no two in-flight requests
     share a conversation (turns on one conversation are serialised by design)."""
-    turns = max(1, int(size * GROWTH / 2))
+    turns = visits_for(size)
     per_worker = max(1, math.ceil(requests / c / turns))
     return [[f"{prefix}-w{w}-{i}" for i in range(per_worker)] for w in range(c)]
 
@@ -224,7 +231,7 @@ def plan(suite: Suite) -> list[tuple[str, str, Make, int, bool, dict[str, Any]]]
                 (
                     f"tether-s{STORED}-{kind}-c{c}",
                     f"tether, stored {STORED}",
-                    through(suite, f"s{STORED}-{kind}-c{c}", stream),
+                    through(suite, f"s{STORED}-{kind}-c{c}", stream, visits_for(STORED)),
                     c,
                     stream,
                     {},
@@ -236,7 +243,7 @@ def plan(suite: Suite) -> list[tuple[str, str, Make, int, bool, dict[str, Any]]]
             out.append(
                 (f"direct-{size + 1}-json-c{c}", name, direct(suite, size, False), c, False, {})
             )
-            make = through(suite, f"s{size}-json-c{c}", False)
+            make = through(suite, f"s{size}-json-c{c}", False, visits_for(size))
             out.append((f"tether-s{size}-json-c{c}", f"tether, stored {size}", make, c, False, {}))
     scale_opts = {"n": p.scale_n, "warmup": max(3, p.scale_n // 10)}
     for size in SCALE:

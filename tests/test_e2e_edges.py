@@ -579,7 +579,7 @@ def test_env_overrides_config_file(tmp_path: Path, config_file: tuple[Path, int,
         assert srv.models() == ["from-env"]
         said = srv.output()
         assert f"listening http://127.0.0.1:{env_port}" in said
-        assert "model from-env" in said and "from-file" not in said
+        assert "model from-env" in said and "model from-file" not in said
         # what the env leaves alone still comes from the file
         assert f"sqlite:///{db}" in said.replace(" ", "")
         with pytest.raises(httpx2.TransportError):
@@ -602,7 +602,7 @@ def test_flag_overrides_env_and_config_file(
         said = srv.output()
         assert f"listening http://127.0.0.1:{flag_port}" in said
         assert "model from-flag" in said
-        assert "from-env" not in said and "from-file" not in said
+        assert "model from-env" not in said and "model from-file" not in said
     finally:
         srv.close()
 

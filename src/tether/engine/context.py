@@ -10,7 +10,7 @@ from typing import Any
 from tether.compaction.policy import Budget
 from tether.compaction.view import estimate, render, system_block, tail_messages
 from tether.config import Settings
-from tether.engine.cache import CachedView, Lru
+from tether.engine.cache import CachedView, Lru, cached_view
 from tether.engine.ids import mint_conversation_id
 from tether.engine.merge import MergePlan, merge
 from tether.engine.types import TurnRequest, title_of, with_tokens
@@ -29,6 +29,7 @@ class Target:
     plan: MergePlan
     checkpoint: Checkpoint | None  # the checkpoint the view is built on
     model: str
+    stored: CachedView | None = None  # the stored part of the view, ready to send
 
     @property
     def conversation_id(self) -> str:
@@ -108,21 +109,22 @@ async def load_target(
     conv: Conversation | None = None
     checkpoint: Checkpoint | None = None
     stored: list[Message] = []
+    cached: CachedView | None = None
     if lock_id is not None:
         key = (req.tenant_id, lock_id)
-        cached = views.get(key) if views is not None else None
-        loaded = await store.load_conversation(
-            req.tenant_id, lock_id, cached.state if cached else None, full
-        )
-        conv = loaded.conversation
-        if conv is not None and loaded.messages is None and cached is not None:
-            checkpoint, stored = cached.checkpoint, cached.messages  # still current
-        elif conv is not None:
-            checkpoint, stored = loaded.checkpoint, loaded.messages or []
-            if views is not None:
+        cached = views.get(key) if views is not None and not full else None
+        if cached is not None:  # current: see engine/cache.py
+            conv, checkpoint, stored = cached.conv, cached.checkpoint, cached.messages
+        else:
+            loaded = await store.load_conversation(req.tenant_id, lock_id, full)
+            conv = loaded.conversation
+            if conv is not None:
+                checkpoint, stored = loaded.checkpoint, loaded.messages or []
                 covers = checkpoint.covers_through_seq if checkpoint else 0
                 tail = [m for m in stored if m.seq > covers] if full else stored
-                views.put(key, CachedView(conv.last_seq, conv.epoch, checkpoint, tail))
+                cached = cached_view(conv, checkpoint, tail)
+                if views is not None:
+                    views.put(key, cached)
     plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode)
     size = sum(len(str(m.content)) for m in plan.new)
     if size > _COUNT_INLINE_CHARS:  # counting megabytes takes a while: not on the event loop
@@ -137,7 +139,7 @@ async def load_target(
         fork = NewConversation(mint_conversation_id(), conv.title, model, conv.pk, plan.fork_seq)
         inherited = await _checkpoint_within(store, conv.pk, plan.fork_seq) if conv.epoch else None
         return Target(req.tenant_id, conv, fork, plan, inherited, model)
-    return Target(req.tenant_id, conv, None, plan, checkpoint, model)
+    return Target(req.tenant_id, conv, None, plan, checkpoint, model, cached)
 
 
 async def _checkpoint_within(store: Store, conversation_pk: int, seq: int) -> Checkpoint | None:

@@ -88,6 +88,7 @@ async def compact_conversation(engine: Engine, conv: Conversation) -> dict[str, 
         raise TetherError(502, "compaction_failed", f"the summariser failed: {exc}") from exc
     if result is None:
         return {"compacted": False, "epoch": conv.epoch, "reason": "nothing before the tail"}
+    engine.views.drop((conv.tenant_id, conv.id))  # the next turn reads the new checkpoint
     return {
         "compacted": True,
         "epoch": result.checkpoint.epoch,

@@ -20,14 +20,15 @@ import orjson
 import structlog
 
 from tether.compaction.policy import Budget, should_compact, thrashing
-from tether.compaction.view import estimate, inline_system
+from tether.compaction.view import estimate, inline_system, system_block
 from tether.config import Settings
 from tether.engine.assemble import Assembled
-from tether.engine.cache import CachedView, Lru
+from tether.engine.cache import CachedView, Lru, extended
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
+from tether.engine.merge import INSTRUCTION_ROLES
 from tether.engine.types import (
     RunningTurn,
     TurnInfo,
@@ -346,18 +347,44 @@ class Engine:
         turn: TurnRecord,
         outcome: Outcome,
     ) -> None:
-        view = target.view()
-        # the stored part was checked when it was committed: check what is new against it
-        fresh = sum(1 for m in target.plan.new if m.role not in ("system", "developer"))
-        pending = validate_sequence(
-            view[len(view) - fresh :], pending_after(view[: len(view) - fresh])
-        )
-        sent = inline_system(view) if self.settings.upstream_system_role == "inline" else view
-        body = {**req.params, "model": turn.model, "messages": sent}
+        sent = self._prepared(target)
+        if sent is None:
+            view = target.view()
+            # the stored part was checked when it was committed: check what is new against it
+            fresh = sum(1 for m in target.plan.new if m.role not in INSTRUCTION_ROLES)
+            pending = validate_sequence(
+                view[len(view) - fresh :], pending_after(view[: len(view) - fresh])
+            )
+            inline = self.settings.upstream_system_role == "inline"
+            messages: Any = inline_system(view) if inline else view
+        else:
+            messages, pending = sent
+        body = {**req.params, "model": turn.model, "messages": messages}
         if req.stream:
             await self._stream(req, running, target, turn, outcome, body, pending)
         else:
             await self._complete(req, running, target, turn, outcome, body, pending)
+
+    def _prepared(self, target: Target) -> tuple[orjson.Fragment, frozenset[str]] | None:
+        """The view as JSON, the stored part as the cache keeps it ready (no per-message work),
+        and the tool calls left pending; None where that part does not apply (a new or forked
+        conversation, compacted during this turn, or the system text inlined)."""
+        stored = target.stored
+        if (
+            stored is None
+            or target.new is not None
+            or stored.checkpoint is not target.checkpoint
+            or self.settings.upstream_system_role == "inline"
+        ):
+            return None
+        fresh = [m.to_openai() for m in target.plan.new if m.role not in INSTRUCTION_ROLES]
+        pending = validate_sequence(fresh, stored.pending)
+        system = system_block(target.plan.system_prompt, target.checkpoint)
+        parts = [orjson.dumps({"role": "system", "content": system})] if system else []
+        if stored.rendered:
+            parts.append(stored.rendered)
+        parts.extend(orjson.dumps(m) for m in fresh)
+        return orjson.Fragment(b"[" + b",".join(parts) + b"]"), pending
 
     async def _complete(
         self,
@@ -488,6 +515,7 @@ class Engine:
             updated = await asyncio.shield(commit)
         except ConflictError as exc:
             running.committing = False
+            self.views.drop((target.tenant_id, target.conversation_id))
             raise TetherError(
                 409,
                 "conversation_busy",
@@ -516,17 +544,16 @@ class Engine:
             or conv is None
             or cached is None
             or cached.state != (conv.last_seq, conv.epoch)
+            or updated.epoch != conv.epoch
         ):
-            self.views.drop(key)  # new, forked or compacted meanwhile: the next turn reads it
+            # new, forked or compacted meanwhile: the next turn reads it
+            self.views.drop(key)
             return
         added = [
             replace(m, seq=conv.last_seq + 1 + i, turn_id=turn_id)
             for i, m in enumerate([*target.plan.new, reply])
         ]
-        messages = [*cached.messages, *added]
-        self.views.put(
-            key, CachedView(updated.last_seq, updated.epoch, cached.checkpoint, messages)
-        )
+        self.views.put(key, extended(cached, updated, added))
 
     async def _fail(
         self,

@@ -281,15 +281,11 @@ class SqliteStore:
 
         return await self._read(run)
 
-    async def load_conversation(
-        self, tenant_id: str, conversation_id: str, cached: tuple[int, int] | None, full: bool
-    ) -> Loaded:
+    async def load_conversation(self, tenant_id: str, conversation_id: str, full: bool) -> Loaded:
         def run(c: sqlite3.Connection) -> Loaded:
             conv = sql.resolve(c, tenant_id, conversation_id)
             if conv is None:
                 return Loaded(None)
-            if not full and cached == (conv.last_seq, conv.epoch):
-                return Loaded(conv)
             checkpoint = None
             if conv.epoch:
                 row = c.execute(

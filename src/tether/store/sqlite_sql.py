@@ -67,17 +67,17 @@ def conversation_row(row: tuple[Any, ...]) -> Conversation:
 
 def message_row(row: tuple[Any, ...]) -> Message:
     seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created = row
-    return Message(
-        role=role,
-        content=loads(content),
-        tool_calls=loads(tool_calls),
-        tool_call_id=tool_call_id,
-        name=name,
-        extra=loads(extra),
-        tokens=tokens,
-        seq=seq,
-        turn_id=turn_id,
-        created_at=created,
+    return Message(  # positional: the hot path of a turn that reads its conversation
+        role,
+        None if content is None else orjson.loads(content),
+        None if tool_calls is None else orjson.loads(tool_calls),
+        tool_call_id,
+        name,
+        None if extra is None else orjson.loads(extra),
+        tokens,
+        seq,
+        turn_id,
+        created,
     )
 
 
