@@ -215,6 +215,12 @@ def test_race_messages_committed_during_slow_summary_are_kept(
         assert f"during {i}" in contents and f"echo: during {i}" in contents
     messages = httpx2.get(f"{srv.url}/v1/conversations/race-1/messages").json()["data"]
     assert [m["seq"] for m in messages] == list(range(1, last_before + 11))
+    # the next turn is built on the new checkpoint (the cached view was dropped with it)
+    _, tether = chat(client, "after")
+    assert tether["epoch"] == info["epoch"]
+    sent = upstream.chat_bodies()[-1]["messages"]
+    assert "SUMMARY (slow)" in sent[0]["content"]
+    assert sent == [*info["view"], {"role": "user", "content": "after"}]
 
 
 def test_summariser_down_continues_without_loss_then_clear_error(
