@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -936,3 +937,57 @@ async def test_sqlite_reopen_keeps_data_and_applies_no_migration(sqlite_url: str
         assert await again.tenant_for_key("hash-1") == "tenant-a"
     finally:
         await again.close()
+
+
+async def test_sqlite_write_while_another_process_holds_the_lock_waits_on_the_writer_thread(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Writes run on the event loop's thread with a connection that never waits; when the
+    database is locked they wait on the writer thread instead, and the loop stays free."""
+    store = open_store(sqlite_url)
+    await store.open()
+    try:
+        await store.migrate()
+        await create(store, "tenant-a", "conv-1", chat(2))
+        other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        write = asyncio.ensure_future(create(store, "tenant-a", "conv-2", chat(2)))
+        started = time.monotonic()
+        for _ in range(20):  # the loop keeps running while the write waits for the lock
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 2.0  # not stalled for the 5 s busy timeout
+        assert not write.done()
+        other.execute("ROLLBACK")
+        other.close()
+        conv = await asyncio.wait_for(write, 5)
+        assert conv.last_seq == 2
+        assert len(await store.load_messages(conv.pk)) == 2
+    finally:
+        await store.close()
+
+
+async def test_sqlite_wal_is_checkpointed_off_the_loop(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connection never copies the WAL into the database file (that costs an
+    fsync); the writer thread does, after every CHECKPOINT_EVERY writes."""
+    import tether.store.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 10)
+    db = tmp_path / "t.db"
+    store = open_store(sqlite_url)
+    await store.open()
+    try:
+        await store.migrate()  # write 1: every table, in the WAL only
+        for i in range(8):
+            await store.ensure_tenant(f"tenant-{i}")
+        await asyncio.sleep(0.2)
+        before = db.stat().st_size
+        await store.ensure_tenant("tenant-9")  # write 10: a checkpoint on the writer thread
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if db.stat().st_size > before:
+                break
+        assert before <= 4096 < db.stat().st_size
+    finally:
+        await store.close()
