@@ -62,8 +62,10 @@ def frame(index: int, payload: bytes) -> bytes:
 async def _follow(state: AppState, running: RunningTurn, after: int) -> AsyncIterator[bytes]:
     finished = False
     try:
-        async for index, payload in running.follow(after):
-            yield frame(index, payload)
+        # the events already there go out in one write: a resume's backlog is one send, not
+        # one per event (live, the upstream's chunks mostly arrive one at a time)
+        async for first, payloads in running.follow(after):
+            yield b"".join(frame(first + i, p) for i, p in enumerate(payloads))
         finished = True
     finally:
         if not finished and state.settings.on_disconnect == "cancel":

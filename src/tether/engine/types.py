@@ -109,13 +109,17 @@ class RunningTurn:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, bytes]]:
-        """Payloads numbered from 1, those after `after`, then live ones until the log closes."""
+    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """The payloads after the first `after`, then live ones until the log closes, in
+        batches of all that is there when the reader comes back: (number of the batch's first
+        payload, counted from 1, payloads)."""
         index = max(0, after)
         while True:
-            while index < len(self.log):
-                index += 1
-                yield index, self.log[index - 1]
+            if index < len(self.log):
+                batch = self.log[index:]
+                yield index + 1, batch
+                index += len(batch)
+                continue
             if self.closed:
                 return
             await self._changed.wait()
