@@ -30,7 +30,7 @@ CATEGORIES = (  # the first match over the whole stack wins
     ("token counting (tiktoken)", ("tether/compaction/tokens.py",)),
     ("thread hand-off (executor submit / result)", ("ThreadPoolExecutor.submit", "_chain_future")),
     ("SQLite store (queries, row decoding)", ("tether/store/sqlite.py",)),
-    ("upstream HTTP client (httpx2, httpcore2)", ("HttpUpstream",)),
+    ("upstream HTTP client (aiohttp)", ("HttpUpstream",)),
     ("validate_sequence", ("validate_sequence",)),
     ("request parsing (pydantic)", ("parse_chat_request",)),
     ("view rendering", ("tether/compaction/view.py", "Target.view")),

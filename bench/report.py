@@ -287,7 +287,8 @@ def render(run: Run) -> tuple[str, list[str]]:
         f"- Python {machine['python']}; Tether commit {machine['commit']}",
         "- Setup: 1 `tether serve` process (uvicorn, uvloop, httptools), SQLite (WAL) on a temp "
         "file, the scripted upstream (`python -m tether.testing.upstream`, answers at once), "
-        "and the load generator (asyncio + one httpx2.AsyncClient, uvloop): three processes on "
+        "and the load generator (asyncio + uvloop, keep-alive HTTP/1.1 connections parsed with "
+        "httptools, `bench/http1.py`): three processes on "
         "the same cores, loopback only.",
         f"- Requests per measured scenario: up to {n[1]} / {n[8]} / {n[32]} at c=1 / 8 / 32, "
         "each capped in time, after warm-up requests that are not counted.",

@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     view_cache_messages: int = Field(
         24_000,
         ge=0,
-        description="Messages of recent conversations' views kept in memory (~320 bytes each); "
-        "0 turns the cache off.",
+        description="Messages of recent conversations' views kept in memory (~430 bytes each "
+        "with their ready JSON); 0 turns the cache off.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any)."
