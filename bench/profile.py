@@ -29,7 +29,10 @@ from bench.run import Params, Suite, pool_ids, through, visits_for
 CATEGORIES = (  # the first match over the whole stack wins
     ("token counting (tiktoken)", ("tether/compaction/tokens.py",)),
     ("thread hand-off (executor submit / result)", ("ThreadPoolExecutor.submit", "_chain_future")),
-    ("SQLite store (queries, row decoding)", ("tether/store/sqlite.py",)),
+    (
+        "SQLite store (queries, row decoding)",
+        ("tether/store/sqlite.py", "tether/store/sqlite_db.py"),
+    ),
     ("upstream HTTP client (aiohttp)", ("HttpUpstream",)),
     ("validate_sequence", ("validate_sequence",)),
     ("request parsing (pydantic)", ("parse_chat_request",)),

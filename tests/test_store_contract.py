@@ -971,7 +971,7 @@ async def test_sqlite_wal_is_checkpointed_off_the_loop(
 ) -> None:
     """The loop's connection never copies the WAL into the database file (that costs an
     fsync); the writer thread does, after every CHECKPOINT_EVERY writes."""
-    import tether.store.sqlite as sqlite_store
+    import tether.store.sqlite_db as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 10)
     db = tmp_path / "t.db"

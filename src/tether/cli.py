@@ -21,7 +21,7 @@ from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
-from tether.store.sqlite import claim_single_server
+from tether.store.sqlite_db import claim_single_server
 from tether.upstream import local
 
 app = typer.Typer(

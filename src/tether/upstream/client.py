@@ -185,14 +185,9 @@ class HttpUpstream:
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         _, content = await self._send(body, stream=False)
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise TetherError(
-                502, "upstream_bad_response", "the upstream sent invalid JSON"
-            ) from exc
+        data = _json_object(content, "the upstream sent invalid JSON")
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise TetherError(502, "upstream_bad_response", "the upstream sent no choices")
+            raise _bad("the upstream sent no choices")
         return data
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
@@ -234,12 +229,9 @@ class HttpUpstream:
             ) from exc
         if status != 200:
             raise map_status_error(status, content, None)
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
+        data = _json_object(content, "the upstream sent no model list")
         if not isinstance(data, dict):
-            raise TetherError(502, "upstream_bad_response", "the upstream sent no model list")
+            raise _bad("the upstream sent no model list")
         return data
 
 
@@ -250,9 +242,7 @@ async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         buffer += piece
         if b"\n" not in piece:
             if len(buffer) > MAX_LINE_BYTES:
-                raise TetherError(
-                    502, "upstream_bad_response", "the upstream sent an oversized stream line"
-                )
+                raise _bad("the upstream sent an oversized stream line")
             continue
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
@@ -261,15 +251,22 @@ async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-def _event(payload: bytes) -> dict[str, Any]:
+def _bad(message: str) -> TetherError:
+    return TetherError(502, "upstream_bad_response", message)
+
+
+def _json_object(payload: bytes, invalid: str) -> Any:
+    """The payload parsed, or 502 `upstream_bad_response` saying `invalid`."""
     try:
-        data = orjson.loads(payload)
+        return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise TetherError(
-            502, "upstream_bad_response", "the upstream sent a malformed stream chunk"
-        ) from exc
+        raise _bad(invalid) from exc
+
+
+def _event(payload: bytes) -> dict[str, Any]:
+    data = _json_object(payload, "the upstream sent a malformed stream chunk")
     if not isinstance(data, dict):
-        raise TetherError(502, "upstream_bad_response", "stream chunk is not an object")
+        raise _bad("stream chunk is not an object")
     if "error" in data:
         err = data["error"]
         msg = err.get("message") if isinstance(err, dict) else str(err)
