@@ -99,3 +99,50 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout() -
         2,
     )
     assert client.aborted
+
+
+def _decoded(raw: bytes) -> dict[str, list[str]]:
+    """The events two real SSE decoders make of a byte stream, fed in small arbitrary pieces:
+    the `openai` package's (every client built on the SDK uses it) and httpx-sse's."""
+    import httpx_sse._decoders as hs
+    from openai._streaming import SSEDecoder
+
+    pieces = [raw[i : i + 7] for i in range(0, len(raw), 7)]
+    openai_events = [e.data for e in SSEDecoder().iter_bytes(iter(pieces))]
+    lines, decoder = hs.SSELineDecoder(), hs.SSEDecoder()
+    httpx_events = []
+    for piece in pieces:
+        for line in lines.decode(piece.decode()):
+            event = decoder.decode(line)
+            if event is not None:
+                httpx_events.append(event.data)
+    return {"openai": openai_events, "httpx-sse": httpx_events}
+
+
+async def test_a_paused_stream_decodes_to_its_events_only() -> None:
+    """Pings while the stream is idle, after events carrying `id:` (a model thinking): no
+    decoder turns a keep-alive into an event (the openai SDK raised JSONDecodeError on one)."""
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b'id: 1\ndata: {"n": 1}\n\n'
+        await asyncio.sleep(0.35)  # three pings' worth of silence
+        yield b": tether compacted conversation=c epoch=1\n"  # a comment mid-stream
+        yield b'id: 2\ndata: {"n": 2}\n\nid: 3\ndata: [DONE]\n\n'
+
+    client = Client()
+    await EventStream(frames(), {}, ping=0.1)(client.scope, client.receive, client.send)
+    raw = b"".join(client.bodies)
+    assert raw.count(PING) >= 2  # the pings did go out, between the events
+    for name, events in _decoded(raw).items():
+        assert events == ['{"n": 1}', '{"n": 2}', "[DONE]"], name
+
+
+async def test_each_event_goes_out_whole_in_one_write() -> None:
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b'id: 1\ndata: {"n": 1}\n\n'
+        yield b'id: 2\ndata: {"n": 2}\n\n'
+
+    client = Client()
+    await EventStream(frames(), {}, ping=None)(client.scope, client.receive, client.send)
+    writes = [b for b in client.bodies if b]
+    assert writes == [b'id: 1\ndata: {"n": 1}\n\n', b'id: 2\ndata: {"n": 2}\n\n']

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a stream waits for a client that stopped reading before closing it.",
     )
+    sse_ping_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds of silence on a stream before a keep-alive comment line goes out "
+        "(0: never).",
+    )
     shutdown_grace_seconds: float = Field(
         30.0,
         ge=0,

@@ -23,7 +23,11 @@ from tether.engine.types import RunningTurn
 
 log = structlog.get_logger("tether.sse")
 
-PING = b": ping\n\n"
+# A keep-alive is a comment line and nothing more. Never a blank line after it: once an event
+# carried `id:`, the `openai` package's decoder (and httpx-sse's) dispatches an event on every
+# blank line, and an empty event's data fails to parse as JSON. A lone comment line is skipped
+# by every parser (the SSE spec, browsers' EventSource, openai, httpx-sse).
+PING = b": ping\n"
 
 
 class SendTimeoutError(TimeoutError):
@@ -117,14 +121,14 @@ def turn_stream(
     return EventStream(
         _follow(state, running, after),
         headers,
-        ping=15.0,
+        ping=state.settings.sse_ping_seconds or None,
         send_timeout=state.settings.stream_send_timeout,
     )
 
 
 def replay_stream(payloads: list[bytes], headers: dict[str, str]) -> EventStream:
-    """A stored stream (idempotent replay), with the ids it had."""
-    return EventStream(_numbered(payloads), headers)
+    """A stored stream (idempotent replay), with the ids it had: one write, no pings."""
+    return EventStream(_numbered(payloads), headers, ping=None)
 
 
 async def _numbered(payloads: list[bytes]) -> AsyncGenerator[bytes, None]:
@@ -134,7 +138,7 @@ async def _numbered(payloads: list[bytes]) -> AsyncGenerator[bytes, None]:
 def frame(index: int, payload: bytes) -> bytes:
     """One SSE event; its id is its place in the turn's stream (for Last-Event-ID)."""
     if payload.startswith(b":"):
-        return payload + b"\n\n"  # an SSE comment: every parser skips it
+        return payload + b"\n"  # an SSE comment line, no blank line after it (see PING)
     return b"id: %d\ndata: %b\n\n" % (index, payload)
 
 
