@@ -24,7 +24,7 @@ def test_every_route_is_in_the_readme() -> None:
     missing = []
     for route in routes:
         path = getattr(route, "path", "")
-        path = path.replace("{conversation_id}", "{id}")
+        path = path.replace("{conversation_id}", "{id}").replace(":path}", "}")
         if f" {path}`" not in README:
             missing.append(path)
     assert missing == []

@@ -196,6 +196,10 @@ def _start_local_model(settings: Settings) -> tuple[Settings, local.LocalModelSe
             local.MODEL_ALIAS: local.CONTEXT_WINDOW,
             **settings.model_context_windows,
         },
+        # it serves its one model under any name: a request naming another model (the README's
+        # examples name gpt-4o-mini) runs on it, with its real window
+        "unknown_models": "allow",
+        "default_context_window": local.CONTEXT_WINDOW,
         "default_max_tokens": settings.default_max_tokens or local.DEFAULT_MAX_TOKENS,
         "upstream_system_role": "inline",  # Gemma's chat template drops system messages
     }

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a stream waits for a client that stopped reading before closing it.",
     )
+    dangling_tool_calls: Literal["close", "reject"] = Field(
+        "close",
+        description="A user message after tool calls nobody answered: close them with a tool "
+        "result saying no result was returned (stored, noted in the turn), or reject the "
+        "request (422 invalid_message_sequence).",
+    )
     sse_ping_seconds: float = Field(
         15.0,
         ge=0,
@@ -110,6 +116,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests a key may send at once before the rate applies; 0 means one "
         "second's worth (at least 1).",
+    )
+    unknown_models: Literal["reject", "allow"] = Field(
+        "reject",
+        description="A request naming a model the upstream's model list does not hold: reject "
+        "it (404 model_not_found) or allow it (for upstreams that serve one model under any "
+        "name; the bundled local model runs so). Upstreams that list no models are not checked.",
     )
     default_context_window: int = Field(
         128000, description="Context window (tokens) of models not listed in model_context_windows."

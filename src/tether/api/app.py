@@ -25,7 +25,7 @@ from tether.engine.turn import Engine
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
-from tether.upstream.client import HttpUpstream, Upstream, context_windows
+from tether.upstream.client import HttpUpstream, Upstream
 
 log = structlog.get_logger("tether.app")
 
@@ -55,17 +55,12 @@ def make_upstream(settings: Settings) -> Upstream | None:
     )
 
 
-async def _discover_windows(upstream: Upstream, engine: Engine) -> None:
-    """Learn context windows from the upstream's model list, when it reports them."""
-    try:
-        models = await asyncio.wait_for(upstream.models(), timeout=5)
-    except (TetherError, TimeoutError) as exc:
-        log.warning("upstream.models_unavailable", error=str(exc))
-        return
-    windows = context_windows(models)
-    engine.windows.update(windows)
-    if windows:
-        log.info("upstream.context_windows", windows=windows)
+async def _discover_models(engine: Engine) -> None:
+    """Learn the upstream's models and the context windows it reports, when it lists them."""
+    await engine.catalog.refresh()
+    engine.windows.update(engine.catalog.windows)
+    if engine.catalog.windows:
+        log.info("upstream.context_windows", windows=engine.catalog.windows)
 
 
 async def _reap(store: Store, retention: float, every: float = 600.0) -> None:
@@ -95,7 +90,7 @@ def create_app(
         up = upstream if upstream is not None else make_upstream(settings)
         engine = Engine(db, up, settings)
         if up is not None:
-            await _discover_windows(up, engine)
+            await _discover_models(engine)
         app.state.tether = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
         # claims left running by a previous process never committed: their retries may run
         await db.reap_idempotency(settings.idempotency_retention, running_too=True)

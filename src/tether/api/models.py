@@ -85,7 +85,7 @@ class ChatRequest(BaseModel):
     stream: bool = Field(False, strict=True)  # not "yes" or 1: the JSON type the spec says
     stream_options: StreamOptions | None = None
     conversation: str | None = None
-    n: int | None = Field(None, ge=1, le=1, strict=True)
+    n: int | None = Field(None, ge=1, strict=True)
 
 
 # Fields Tether consumes itself; everything else in the body goes to the upstream as sent.
@@ -110,7 +110,17 @@ def parse_chat_request(data: dict[str, Any]) -> ChatRequest:
 
 
 def check_limits(chat: ChatRequest, max_messages: int, max_content_chars: int) -> None:
-    """413 for requests within the body limit that are still too big to take on."""
+    """What Tether does not take on: several choices (400), requests within the body limit that
+    are still too big (413)."""
+    if chat.n is not None and chat.n > 1:
+        raise TetherError(
+            400,
+            "n_not_supported",
+            f"n={chat.n}: Tether answers one choice per request (n=1), because a conversation "
+            "stores one reply per turn. For several candidates, send several requests (with "
+            "'X-Tether-Match: off' and no conversation id, each is a conversation of its own)",
+            param="n",
+        )
     if len(chat.messages) > max_messages:
         raise TetherError(
             413,

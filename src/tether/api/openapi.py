@@ -107,6 +107,13 @@ def _parameters() -> dict[str, Schema]:
             "While another turn of the conversation runs: wait in line (enqueue) or answer "
             "409 conversation_busy at once (reject).",
         ),
+        "TetherMatch": _header(
+            "X-Tether-Match",
+            {"enum": ["auto", "off"], "default": "auto"},
+            "A full-history request continues the conversation whose transcript its history "
+            "extends: with no id, the tenant's; naming one it diverges from, its fork (auto); or "
+            "never (off: no id makes a new conversation, a divergence a new fork).",
+        ),
         "IfMatch": _header(
             "If-Match",
             STRING,
@@ -293,6 +300,7 @@ def _paths() -> dict[str, Schema]:
                 "TetherHistory",
                 "TetherCompaction",
                 "TetherConcurrency",
+                "TetherMatch",
                 "IfMatch",
             )
         ],
@@ -317,9 +325,10 @@ def _paths() -> dict[str, Schema]:
                     400: "Malformed JSON (invalid_json), invalid fields (invalid_request), invalid "
                     "ids or headers (invalid_conversation_id, conflicting_conversation_ids, "
                     "invalid_header, invalid_idempotency_key), no_new_messages, model_required, "
-                    "context_length_exceeded.",
+                    "context_length_exceeded, n_not_supported (n > 1).",
                     404: "An unknown server-minted conversation id, or another tenant's "
-                    "(conversation_not_found).",
+                    "(conversation_not_found); a model the upstream does not serve "
+                    "(model_not_found).",
                     409: "Another turn of the conversation is running (conversation_busy), or a "
                     "request with this Idempotency-Key is (idempotency_key_in_use).",
                     412: "If-Match names another transcript version (precondition_failed).",
@@ -358,6 +367,32 @@ def _paths() -> dict[str, Schema]:
                     "200": _json("ModelList", "The models."),
                     **_errors(
                         {
+                            502: "The upstream failed or sent no model list.",
+                            504: "The upstream timed out (upstream_timeout).",
+                        }
+                    ),
+                },
+            }
+        },
+        "/v1/models/{model_id}": {
+            "get": {
+                "operationId": "getModel",
+                "tags": ["chat"],
+                "summary": "One of the upstream's models",
+                "parameters": [
+                    {
+                        "name": "model_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": STRING,
+                        "description": "The model's id (may hold slashes: openai/gpt-4o).",
+                    }
+                ],
+                "responses": {
+                    "200": _json("Model", "The model."),
+                    **_errors(
+                        {
+                            404: "The upstream does not list this model (model_not_found).",
                             502: "The upstream failed or sent no model list.",
                             504: "The upstream timed out (upstream_timeout).",
                         }

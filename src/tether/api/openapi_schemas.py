@@ -226,6 +226,7 @@ def response_schemas() -> dict[str, Schema]:
                 "model",
                 "usage",
                 "error",
+                "notes",
                 "started_at",
                 "finished_at",
                 "messages",
@@ -238,6 +239,11 @@ def response_schemas() -> dict[str, Schema]:
                 "model": nullable(STRING),
                 "usage": nullable(ANY_OBJECT),
                 "error": nullable(error_object),
+                "notes": {
+                    **nullable(ANY_OBJECT),
+                    "description": "what Tether did besides the model call: `compaction` (paused "
+                    "or failed), `dangling_tool_calls` (the unanswered tool calls it closed)",
+                },
                 "started_at": NUMBER,
                 "finished_at": nullable(NUMBER),
                 "messages": {

@@ -19,11 +19,12 @@ from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request
 from tether.api.openapi import get_openapi
 from tether.api.responses import json_response
 from tether.api.sse import replay_stream, turn_stream
+from tether.api.state import AppState
 from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
-from tether.engine.types import ConcurrencyMode, TurnRequest, etag
+from tether.engine.types import ConcurrencyMode, MatchMode, TurnRequest, etag
 from tether.errors import TetherError
 from tether.store.base import (
     Conversation,
@@ -40,6 +41,7 @@ _MEANINGFUL_HEADERS = (
     "x-hermes-session-id",
     "x-tether-history",
     "x-tether-compaction",
+    "x-tether-match",
 )
 
 
@@ -110,6 +112,7 @@ async def chat_completions(request: Request) -> Response:
         compaction,
         cast(ConcurrencyMode, _choice(request, "X-Tether-Concurrency", ("enqueue", "reject"))),
         if_match=request.headers.get("if-match"),
+        match=cast(MatchMode, _choice(request, "X-Tether-Match", ("auto", "off"))),
     )
     idempotency = _idempotency_key(request, tenant, data)
     if idempotency is not None:
@@ -237,11 +240,9 @@ async def post_compact(request: Request) -> Response:
     )
 
 
-async def list_models(request: Request) -> Response:
-    state = state_of(request)
-    await state.auth.tenant(request)
+async def _models(state: AppState) -> dict[str, Any]:
     if state.upstream is not None:
-        return json_response(await state.upstream.models())
+        return await state.upstream.models()
     models: list[dict[str, Any]] = []
     if state.settings.default_model:
         models.append(
@@ -252,7 +253,26 @@ async def list_models(request: Request) -> Response:
                 "owned_by": "tether",
             }
         )
-    return json_response({"object": "list", "data": models})
+    return {"object": "list", "data": models}
+
+
+async def list_models(request: Request) -> Response:
+    state = state_of(request)
+    await state.auth.tenant(request)
+    return json_response(await _models(state))
+
+
+async def get_model(request: Request) -> Response:
+    """One model of the upstream's list (`client.models.retrieve`)."""
+    state = state_of(request)
+    await state.auth.tenant(request)
+    model_id = request.path_params["model_id"]
+    for model in (await _models(state)).get("data") or ():
+        if isinstance(model, dict) and model.get("id") == model_id:
+            return json_response(model)
+    raise TetherError(
+        404, "model_not_found", f"the upstream does not serve model {model_id!r}", param="model"
+    )
 
 
 async def health(request: Request) -> Response:
@@ -273,6 +293,7 @@ async def health(request: Request) -> Response:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}", get_conversation, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/context", get_context, methods=["GET"]),

@@ -58,6 +58,7 @@ async def get_turn(request: Request) -> Response:
         "model": turn.model,
         "usage": turn.usage,
         "error": turn.error,
+        "notes": turn.notes,
         "started_at": turn.started_at,
         "finished_at": turn.finished_at,
         "messages": messages,

@@ -33,8 +33,43 @@ def tail_messages(stored: Sequence[Message], checkpoint: Checkpoint | None) -> l
 
 def render(system: str | None, messages: Sequence[Message]) -> list[dict[str, Any]]:
     view: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    view.extend(m.to_openai() for m in messages if m.role not in ("system", "developer"))
+    view.extend(upstream_message(m) for m in messages if m.role not in ("system", "developer"))
     return view
+
+
+def upstream_message(m: Message) -> dict[str, Any]:
+    """A stored message as a Chat Completions *request* carries it: the fields its role has in
+    the request schema, nothing else. What an upstream put on a reply (`annotations`,
+    `reasoning_content`…) and a client's extra fields stay stored and readable, but are not sent
+    back: strict upstreams refuse unknown fields."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+        return out
+    if m.name is not None:
+        out["name"] = m.name
+    if m.role != "assistant":
+        return out
+    if m.tool_calls:
+        out["tool_calls"] = [_upstream_call(c) for c in m.tool_calls]
+    extra = m.extra
+    if extra:
+        for field in _ASSISTANT_EXTRAS:
+            if extra.get(field) is not None:
+                out[field] = extra[field]
+    return out
+
+
+_ASSISTANT_EXTRAS = ("refusal", "audio", "function_call")  # the rest of its request fields
+
+
+def _upstream_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    return {
+        "id": call.get("id"),
+        "type": call.get("type") or "function",
+        "function": {"name": fn.get("name"), "arguments": fn.get("arguments", "")},
+    }
 
 
 def estimate(system: str | None, messages: Sequence[Message]) -> int:

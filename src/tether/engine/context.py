@@ -4,15 +4,18 @@ the token count and the budget it is measured against."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.compaction.policy import Budget
 from tether.compaction.view import estimate, render, system_block, tail_messages
 from tether.config import Settings
 from tether.engine.cache import CachedView, Lru, cached_view
+from tether.engine.dangling import close_dangling
+from tether.engine.fingerprint import EMPTY, chain, is_history
 from tether.engine.ids import mint_conversation_id
-from tether.engine.merge import MergePlan, merge
+from tether.engine.matching import extends
+from tether.engine.merge import MergePlan, merge, mode_of
 from tether.engine.types import TurnRequest, title_of, with_tokens
 from tether.store.base import Checkpoint, Conversation, Message, NewConversation, Store
 
@@ -30,6 +33,8 @@ class Target:
     checkpoint: Checkpoint | None  # the checkpoint the view is built on
     model: str
     stored: CachedView | None = None  # the stored part of the view, ready to send
+    base_hash: bytes | None = None  # the transcript hash the turn's messages extend (None:
+    base_len: int | None = None  # not known, see engine/fingerprint.py)
 
     @property
     def conversation_id(self) -> str:
@@ -101,45 +106,83 @@ async def load_target(
     lock_id: str | None,
     model: str,
     views: Lru[tuple[str, str], CachedView] | None = None,
+    hashes: list[bytes] | None = None,
+    close_dangling_calls: bool = True,
 ) -> Target:
-    mode = req.history
-    if mode == "auto":
-        mode = "replay" if any(m.role == "assistant" for m in req.messages) else "append"
+    """`hashes`: the prefix hashes of a full-history request's history (engine/fingerprint.py);
+    when they show the request extends the stored transcript, only the part the model sees is
+    read (from the view cache if it is there), never the whole transcript."""
+    mode = mode_of(req.messages, req.history)
     full = mode == "replay"  # a full-history client is compared with the whole transcript
     conv: Conversation | None = None
     checkpoint: Checkpoint | None = None
     stored: list[Message] = []
     cached: CachedView | None = None
+    known: int | None = None  # request history messages known to be the stored transcript
     if lock_id is not None:
         key = (req.tenant_id, lock_id)
-        cached = views.get(key) if views is not None and not full else None
+        cached = views.get(key) if views is not None else None
         if cached is not None:  # current: see engine/cache.py
             conv, checkpoint, stored = cached.conv, cached.checkpoint, cached.messages
-        else:
-            loaded = await store.load_conversation(req.tenant_id, lock_id, full)
+        if full and (conv is None or hashes is None or not extends(conv, hashes)):
+            cached = None  # compare with the whole transcript
+        elif full:
+            known = conv.history_len if conv is not None else None
+        if cached is None:
+            loaded = await store.load_conversation(req.tenant_id, lock_id, full and known is None)
             conv = loaded.conversation
             if conv is not None:
                 checkpoint, stored = loaded.checkpoint, loaded.messages or []
+                if full and hashes is not None and extends(conv, hashes):
+                    known = conv.history_len
                 covers = checkpoint.covers_through_seq if checkpoint else 0
                 tail = [m for m in stored if m.seq > covers] if full else stored
                 cached = cached_view(conv, checkpoint, tail)
                 if views is not None:
                     views.put(key, cached)
-    plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode)
+    plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode, known)
+    if close_dangling_calls:
+        closed_new, closed = close_dangling(plan.history, plan.new)
+        if closed:
+            plan = replace(plan, new=closed_new, closed=tuple(closed))
     size = sum(len(str(m.content)) for m in plan.new)
     if size > _COUNT_INLINE_CHARS:  # counting megabytes takes a while: not on the event loop
         counted = await asyncio.to_thread(lambda: [with_tokens(m) for m in plan.new])
     else:
         counted = [with_tokens(m) for m in plan.new]
-    plan = MergePlan(plan.system_prompt, plan.system_changed, plan.history, counted, plan.fork_seq)
+    plan = replace(plan, new=counted)
     if conv is None:
         new = NewConversation(lock_id or mint_conversation_id(), title_of(plan.new), model)
-        return Target(req.tenant_id, None, new, plan, None, model)
+        return Target(req.tenant_id, None, new, plan, None, model, base_hash=EMPTY, base_len=0)
     if plan.fork_seq is not None:
         fork = NewConversation(mint_conversation_id(), conv.title, model, conv.pk, plan.fork_seq)
         inherited = await _checkpoint_within(store, conv.pk, plan.fork_seq) if conv.epoch else None
-        return Target(req.tenant_id, conv, fork, plan, inherited, model)
-    return Target(req.tenant_id, conv, None, plan, checkpoint, model, cached)
+        shared = [m for m in plan.history if is_history(m)]
+        return Target(
+            req.tenant_id,
+            conv,
+            fork,
+            plan,
+            inherited,
+            model,
+            base_hash=chain(EMPTY, shared),
+            base_len=len(shared),
+        )
+    base_hash, base_len = conv.history_hash, conv.history_len
+    if base_hash is None and known is None and full:  # written before the hash: read whole
+        whole = [m for m in plan.history if is_history(m)]
+        base_hash, base_len = chain(EMPTY, whole), len(whole)
+    return Target(
+        req.tenant_id,
+        conv,
+        None,
+        plan,
+        checkpoint,
+        model,
+        cached,
+        base_hash=base_hash,
+        base_len=base_len,
+    )
 
 
 async def _checkpoint_within(store: Store, conversation_pk: int, seq: int) -> Checkpoint | None:

@@ -4,23 +4,37 @@
   conversation's from this turn on (a change is recorded as a `system` message in the
   transcript) and are left out of the comparison;
 - `replay` (full history): the request's other messages must extend the stored transcript,
-  compared by content; only the new suffix is appended. A divergence forks;
+  compared by meaning (engine/fingerprint.py: re-encoded tool arguments, a string vs one text
+  part, null vs absent are the same); only the new suffix is appended. A history trimmed at its
+  start (the oldest messages dropped) still extends it. A divergence forks;
 - `append`: every non-system message in the request is new;
 - `auto` (default): `replay` if the request holds an assistant message, else `append`.
+
+Tether's own tool results for calls a client left unanswered are stored but never resent by
+the client, so the comparison steps over them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
-
+from tether.engine.fingerprint import INSTRUCTION_ROLES, is_history, same_message, text_of
 from tether.errors import TetherError
 from tether.store.base import Message
 
-INSTRUCTION_ROLES = frozenset({"system", "developer"})
+__all__ = [
+    "INSTRUCTION_ROLES",
+    "HistoryMode",
+    "MergePlan",
+    "incoming_of",
+    "merge",
+    "mode_of",
+    "text_of",
+]
+_TRIM_CANDIDATES = 8  # where a trimmed history may pick up the transcript: bounded work
+
 HistoryMode = Literal["auto", "append", "replay"]
 
 
@@ -31,49 +45,18 @@ class MergePlan:
     history: list[Message]  # stored non-system messages the model sees before `new`
     new: list[Message]  # to append, in order (a `system` record first if it changed)
     fork_seq: int | None  # not None: fork the conversation, sharing messages through this seq
+    matched: int = 0  # the request's history messages found in the stored transcript
+    closed: tuple[str, ...] = ()  # unanswered tool calls closed by Tether (engine/dangling.py)
 
 
-def text_of(content: Any) -> str:
-    """Text of a content value: a string, or the text parts of a parts list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return str(content)
+def mode_of(request: Sequence[Message], mode: HistoryMode) -> HistoryMode:
+    if mode == "auto":
+        return "replay" if any(m.role == "assistant" for m in request) else "append"
+    return mode
 
 
-def _content_key(content: Any) -> Any:
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" for p in content
-    ):
-        return text_of(content)
-    if isinstance(content, list):
-        return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
-    return content or ""
-
-
-def _calls_key(calls: list[dict[str, Any]] | None) -> tuple[tuple[str, str, str], ...]:
-    out = []
-    for c in calls or ():
-        fn = c.get("function") or {}
-        out.append((str(c.get("id")), str(fn.get("name")), str(fn.get("arguments"))))
-    return tuple(out)
-
-
-def same_message(a: Message, b: Message) -> bool:
-    """Content equality as a resending client preserves it (ignores names and extras)."""
-    return (
-        a.role == b.role
-        and _content_key(a.content) == _content_key(b.content)
-        and _calls_key(a.tool_calls) == _calls_key(b.tool_calls)
-        and (a.tool_call_id or None) == (b.tool_call_id or None)
-    )
+def incoming_of(request: Sequence[Message]) -> list[Message]:
+    return [m for m in request if m.role not in INSTRUCTION_ROLES]
 
 
 def _system_in_effect(stored: Sequence[Message], through_seq: int) -> str | None:
@@ -86,14 +69,52 @@ def _system_in_effect(stored: Sequence[Message], through_seq: int) -> str | None
     return prompt
 
 
+def _walk(history: Sequence[Message], start: int, incoming: Sequence[Message]) -> tuple[int, int]:
+    """Compare history[start:] with incoming from its start, stepping over Tether's own
+    messages: (history position reached, incoming messages matched)."""
+    i, j = start, 0
+    while i < len(history):
+        if not is_history(history[i]):
+            late = j < len(incoming) and incoming[j].role == "tool"
+            if late and incoming[j].tool_call_id == history[i].tool_call_id:
+                j += 1  # the client's own (late) result for a call Tether closed
+            i += 1
+            continue
+        if j == len(incoming) or not same_message(history[i], incoming[j]):
+            break
+        i, j = i + 1, j + 1
+    return i, j
+
+
+def _trimmed(history: Sequence[Message], incoming: Sequence[Message]) -> int | None:
+    """A history trimmed at its start: the incoming messages matched when they pick up the
+    stored transcript somewhere after its start and run to its end; None if they don't."""
+    if not incoming:
+        return None
+    tried = 0
+    for start in range(1, len(history)):
+        if is_history(history[start]) and same_message(history[start], incoming[0]):
+            i, j = _walk(history, start, incoming)
+            if i == len(history):
+                return j
+            tried += 1
+            if tried == _TRIM_CANDIDATES:
+                break
+    return None
+
+
 def merge(
     stored: Sequence[Message],
     stored_system: str | None,
     request: Sequence[Message],
     mode: HistoryMode = "auto",
+    extends: int | None = None,
 ) -> MergePlan:
+    """The plan for `request` on a conversation holding `stored`. `extends`: the number of the
+    request's history messages already known (by transcript hash) to be the stored transcript,
+    so `stored` need only hold what the model sees."""
     instructions = [m for m in request if m.role in INSTRUCTION_ROLES]
-    incoming = [m for m in request if m.role not in INSTRUCTION_ROLES]
+    incoming = incoming_of(request)
     if not incoming:
         raise TetherError(
             400,
@@ -102,19 +123,22 @@ def merge(
             param="messages",
         )
     history = [m for m in stored if m.role not in INSTRUCTION_ROLES]
-    if mode == "auto":
-        mode = "replay" if any(m.role == "assistant" for m in incoming) else "append"
     fork_seq: int | None = None
     new = incoming
-    if mode == "replay":
-        k = 0
-        limit = min(len(history), len(incoming))
-        while k < limit and same_message(history[k], incoming[k]):
-            k += 1
-        new = incoming[k:]
-        if k < len(history):
-            fork_seq = history[k - 1].seq if k else 0
-            history = history[:k]
+    matched = 0
+    if mode_of(request, mode) == "replay":
+        if extends is not None:
+            matched = extends
+        else:
+            i, matched = _walk(history, 0, incoming)
+            if i < len(history):
+                trimmed = _trimmed(history, incoming) if matched == 0 else None
+                if trimmed is not None:
+                    matched = trimmed
+                else:
+                    fork_seq = history[i - 1].seq if i else 0
+                    history = history[:i]
+        new = incoming[matched:]
         if not new:
             raise TetherError(
                 400,
@@ -126,4 +150,4 @@ def merge(
     system = "\n\n".join(text_of(m.content) for m in instructions) if instructions else base_system
     changed = system != base_system
     record = [Message(role="system", content=system)] if changed else []
-    return MergePlan(system, changed, history, record + new, fork_seq)
+    return MergePlan(system, changed, history, record + new, fork_seq, matched)

@@ -20,15 +20,18 @@ import orjson
 import structlog
 
 from tether.compaction.policy import Budget, should_compact, thrashing
-from tether.compaction.view import estimate, inline_system, system_block
+from tether.compaction.view import estimate, inline_system, system_block, upstream_message
 from tether.config import Settings
 from tether.engine.assemble import Assembled
 from tether.engine.cache import CachedView, Lru, extended
+from tether.engine.catalog import ModelCatalog
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
+from tether.engine.fingerprint import chain, is_history, prefix_hashes
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
-from tether.engine.merge import INSTRUCTION_ROLES
+from tether.engine.matching import continued, extends
+from tether.engine.merge import INSTRUCTION_ROLES, incoming_of, mode_of
 from tether.engine.types import (
     RunningTurn,
     TurnInfo,
@@ -77,6 +80,7 @@ class Engine:
         self.locks = ConversationLocks(settings.queue_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self.windows: dict[str, int] = {}  # context windows learned from the upstream
+        self.catalog = ModelCatalog(upstream, settings.unknown_models == "reject")
         self.views: Lru[tuple[str, str], CachedView] = Lru(
             settings.view_cache_messages, lambda v: len(v.messages) + 1
         )
@@ -109,6 +113,7 @@ class Engine:
                 "no model in the request and no TETHER_DEFAULT_MODEL set",
                 param="model",
             )
+        await self.catalog.require(req.model or self.settings.default_model or "")
         default_max = self.settings.default_max_tokens
         if default_max and not {"max_tokens", "max_completion_tokens"} & req.params.keys():
             req = replace(req, params={**req.params, "max_tokens": default_max})
@@ -152,14 +157,28 @@ class Engine:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
 
-    async def _lock_id(self, req: TurnRequest) -> str | None:
+    async def _lock_id(self, req: TurnRequest, hashes: list[bytes] | None) -> str | None:
+        """The conversation the turn runs on (None: a new one). `hashes`: a full-history
+        request's prefix hashes, matched against transcripts (engine/matching.py)."""
         cid = req.conversation_id
         if cid is None:
-            return None
+            if hashes is None:
+                return None
+            found = await continued(self.store, req.tenant_id, incoming_of(req.messages), hashes)
+            return found.id if found else None
         known = self.canonical.get((req.tenant_id, cid))
+        conv: Conversation | None = None
         if known is not None:  # ids never change, so this cannot go stale
-            return known
-        conv = await self.store.resolve(req.tenant_id, cid)
+            if hashes is None:
+                return known
+            cached = self.views.get((req.tenant_id, known))
+            conv = (
+                cached.conv
+                if cached is not None
+                else await self.store.resolve(req.tenant_id, known)
+            )
+        else:
+            conv = await self.store.resolve(req.tenant_id, cid)
         if conv is not None:
             self.canonical.put((req.tenant_id, cid), conv.id)
         if conv is None and is_server_minted(cid):
@@ -169,17 +188,41 @@ class Engine:
                 f"conversation {cid!r} does not exist (ids starting with 'conv_' are minted by "
                 "the server; omit the id to start a new conversation)",
             )
-        return conv.id if conv else cid
+        if conv is None:
+            return cid
+        if hashes is not None and not extends(conv, hashes):
+            fork = await continued(
+                self.store, req.tenant_id, incoming_of(req.messages), hashes, within=conv
+            )
+            if fork is not None:
+                log.info("turn.fork_continued", conversation=conv.id, fork=fork.id)
+                return fork.id
+        return conv.id
 
     async def _run(self, req: TurnRequest, running: RunningTurn) -> None:
         model = req.model or self.settings.default_model or ""
         turn = TurnRecord(running.turn_id, "running", model, req.stream, started_at=time.time())
         target: Target | None = None
         try:
-            lock_id = await self._lock_id(req)
+            hashes = None
+            if req.match != "off" and mode_of(req.messages, req.history) == "replay":
+                hashes = prefix_hashes(incoming_of(req.messages))
+            lock_id = await self._lock_id(req, hashes)
             reject = req.concurrency == "reject"
             async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):
-                target = await load_target(self.store, req, lock_id, model, self.views)
+                target = await load_target(
+                    self.store,
+                    req,
+                    lock_id,
+                    model,
+                    self.views,
+                    hashes,
+                    self.settings.dangling_tool_calls == "close",
+                )
+                if target.plan.closed:
+                    closed = list(target.plan.closed)
+                    turn.notes = {**(turn.notes or {}), "dangling_tool_calls": closed}
+                    log.info("turn.dangling_closed", turn_id=turn.id, calls=closed)
                 running.conversation_id = target.conversation_id
                 current = target.conv.last_seq if target.conv is not None else 0
                 if req.if_match is not None and not matches(req.if_match, current):
@@ -270,9 +313,10 @@ class Engine:
             recent = await self.store.list_checkpoints(target.conv.pk)
             if thrashing([float(c.stats.get("saved", 1.0)) for c in recent[-2:]]):
                 turn.notes = {
+                    **(turn.notes or {}),
                     "compaction": "paused: the last two compactions each saved under 10%; it "
                     "resumes when the view no longer fits the model, or with "
-                    "'X-Tether-Compaction: now'"
+                    "'X-Tether-Compaction: now'",
                 }
                 log.warning("compaction.paused", conversation=target.conversation_id)
                 return
@@ -298,7 +342,7 @@ class Engine:
                 target.prompt_tokens(),
             )
         except CompactionFailed as exc:
-            turn.notes = {"compaction": f"failed, nothing changed: {exc}"}
+            turn.notes = {**(turn.notes or {}), "compaction": f"failed, nothing changed: {exc}"}
             system, messages = target.view_messages()
             tokens = estimate(system, messages)
             if tokens > budget.usable:
@@ -377,7 +421,7 @@ class Engine:
             or self.settings.upstream_system_role == "inline"
         ):
             return None
-        fresh = [m.to_openai() for m in target.plan.new if m.role not in INSTRUCTION_ROLES]
+        fresh = [upstream_message(m) for m in target.plan.new if m.role not in INSTRUCTION_ROLES]
         pending = validate_sequence(fresh, stored.pending)
         system = system_block(target.plan.system_prompt, target.checkpoint)
         parts = [orjson.dumps({"role": "system", "content": system})] if system else []
@@ -400,6 +444,7 @@ class Engine:
         async with self._deadline(turn):
             response = await self.upstream.complete(body)
         turn.first_token_at = time.time()
+        _fill_required(response)
         choices = response.get("choices") or [{}]
         usage = response.get("usage")
         reply = assistant_message(
@@ -510,6 +555,7 @@ class Engine:
                     view_epoch=target.epoch,
                     inherit_checkpoint=target.checkpoint if target.forked_from else None,
                     response=stored,
+                    **_history_after(target, reply),
                 )
             )
             updated = await asyncio.shield(commit)
@@ -590,6 +636,29 @@ class Engine:
             running.ready.set_exception(error)
         elif not running.stream:
             running.result.set_exception(error)
+
+
+def _fill_required(response: dict[str, Any]) -> None:
+    """Fields the Chat Completions response schema requires that an upstream left out (many
+    OpenAI-compatible servers omit `refusal` and `logprobs`): typed clients expect them."""
+    for choice in response.get("choices") or ():
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                message.setdefault("content", None)
+                message.setdefault("refusal", None)
+
+
+def _history_after(target: Target, reply: Message) -> dict[str, Any]:
+    """The transcript's hash and length once the turn's messages are appended."""
+    if target.base_hash is None or target.base_len is None:
+        return {}
+    added = [*target.plan.new, reply]
+    return {
+        "history_hash": chain(target.base_hash, added),
+        "history_len": target.base_len + sum(1 for m in added if is_history(m)),
+    }
 
 
 def _log_size(running: RunningTurn) -> int:

@@ -13,6 +13,7 @@ from tether.engine.merge import HistoryMode, text_of
 from tether.store.base import IdempotencyKey, Message
 
 ConcurrencyMode = Literal["enqueue", "reject"]
+MatchMode = Literal["auto", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class TurnRequest:
     concurrency: ConcurrencyMode = "enqueue"
     idempotency: IdempotencyKey | None = None
     if_match: str | None = None  # the If-Match header: run only on this transcript version
+    match: MatchMode = "auto"  # X-Tether-Match: continue the conversation a history extends
 
 
 @dataclass(frozen=True, slots=True)

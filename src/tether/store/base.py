@@ -33,6 +33,11 @@ class Conversation:
     forked_from_seq: int | None
     created_at: float
     updated_at: float
+    # the transcript's hash and its number of history messages (engine/fingerprint.py); None
+    # where not known yet (written before the hash existed)
+    history_hash: bytes | None = None
+    history_len: int | None = None
+    forked_from_pk: int | None = None
 
 
 @dataclass(slots=True)
@@ -142,6 +147,8 @@ class TurnCommit:
     view_epoch: int = 0  # the checkpoint epoch the upstream prompt was built on
     inherit_checkpoint: Checkpoint | None = None  # a fork's copy of its parent's checkpoint
     response: StoredResponse | None = None  # an idempotency key's result, stored atomically
+    history_hash: bytes | None = None  # the transcript's hash after this turn (None: unknown)
+    history_len: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +191,7 @@ class TurnRow:
     finished_at: float | None
     first_seq: int | None = None  # the turn's messages, once committed
     last_seq: int | None = None
+    notes: dict[str, Any] | None = None
 
 
 class Store(Protocol):
@@ -248,6 +256,10 @@ class Store(Protocol):
         self, tenant_id: str, conversation_id: str, turn_id: str
     ) -> TurnRow | None: ...
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]: ...
+    async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
+        """The tenant's conversations whose transcript hash is one of `hashes`."""
+        ...
+
     async def add_alias(self, tenant_id: str, alias: str, conversation_pk: int) -> None: ...
     async def claim_idempotency(
         self, key: IdempotencyKey, retention: float

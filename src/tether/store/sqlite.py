@@ -247,7 +247,7 @@ class SqliteStore:
                 return None
             row = c.execute(
                 "SELECT id, status, model, usage, error, started_at, finished_at, first_seq, "
-                "last_seq FROM turns WHERE id = ? AND conversation_pk = ?",
+                "last_seq, notes FROM turns WHERE id = ? AND conversation_pk = ?",
                 (turn_id, conv.pk),
             ).fetchone()
             if row is None:
@@ -263,6 +263,7 @@ class SqliteStore:
                 row[6],
                 row[7],
                 row[8],
+                sql.loads(row[9]),
             )
 
         return await self.db.read(run)
@@ -275,6 +276,25 @@ class SqliteStore:
                 (tenant_id, limit),
             ).fetchall()
             return [sql.conversation_row(r) for r in rows]
+
+        return await self.db.read(run)
+
+    async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
+        if not hashes:
+            return []
+
+        def run(c: sqlite3.Connection) -> list[Conversation]:
+            found: list[Conversation] = []
+            for start in range(0, len(hashes), 500):  # SQLite's bound-parameter limit
+                part = hashes[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = c.execute(
+                    f"SELECT {sql.CONV_COLS} FROM {sql.CONV_FROM} WHERE c.tenant_id = ? "
+                    f"AND c.history_hash IN ({marks})",
+                    (tenant_id, *part),
+                ).fetchall()
+                found.extend(sql.conversation_row(r) for r in rows)
+            return found
 
         return await self.db.read(run)
 

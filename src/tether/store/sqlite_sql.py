@@ -23,7 +23,8 @@ from tether.store.base import (
 CONV_COLS = (
     "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
     "c.epoch, c.usage_prompt_tokens, c.usage_through_seq, c.usage_epoch, p.id, "
-    "c.forked_from_seq, c.created_at, c.updated_at"
+    "c.forked_from_seq, c.created_at, c.updated_at, c.history_hash, c.history_len, "
+    "c.forked_from_pk"
 )
 CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
 MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
@@ -236,7 +237,7 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
     c.execute(
         "UPDATE conversations SET last_seq = ?, turn_count = turn_count + 1, updated_at = ?, "
         "model = COALESCE(?, model), usage_prompt_tokens = ?, usage_through_seq = ?, "
-        "usage_epoch = ? WHERE pk = ?",
+        "usage_epoch = ?, history_hash = ?, history_len = ? WHERE pk = ?",
         (
             new_last,
             now,
@@ -244,6 +245,8 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
             prompt_tokens if isinstance(prompt_tokens, int) else None,
             new_last - 1,
             commit.view_epoch,
+            commit.history_hash,
+            commit.history_len,
             pk,
         ),
     )

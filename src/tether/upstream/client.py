@@ -55,11 +55,13 @@ def map_status_error(status: int, body: bytes, retry_after: float | None) -> Tet
     """Turn an upstream HTTP error into the error our client sees."""
     message = body[:500].decode("utf-8", "replace")
     code: str | None = None
+    param: str | None = None
     try:
         err = orjson.loads(body).get("error")
         if isinstance(err, dict):
             message = str(err.get("message") or message)
             code = err.get("code") if isinstance(err.get("code"), str) else None
+            param = err.get("param") if isinstance(err.get("param"), str) else None
         elif isinstance(err, str):
             message = err
     except (orjson.JSONDecodeError, AttributeError):
@@ -72,7 +74,9 @@ def map_status_error(status: int, body: bytes, retry_after: float | None) -> Tet
             429, "upstream_rate_limited", f"upstream rate limit: {message}", headers=headers
         )
     if status in (400, 404, 422):
-        return TetherError(status, code or "upstream_invalid_request", f"upstream: {message}")
+        return TetherError(
+            status, code or "upstream_invalid_request", f"upstream: {message}", param=param
+        )
     if status in (401, 403):
         return TetherError(
             502,
