@@ -8,12 +8,18 @@ Each request takes the first queued item whose ``match`` is in its last user mes
 without ``match`` match any). An item's keys, all optional:
 
 - ``content`` (reply text), ``tool_calls`` (OpenAI tool calls), ``finish_reason``, ``usage``
-  (overrides the counted usage);
+  (overrides the counted usage); ``message_extra``: more fields on a JSON reply's message (e.g.
+  ``annotations``);
 - ``delay``: seconds to wait before answering at all (no status line yet);
 - ``status``, ``error``, ``retry_after``: answer this HTTP error with this ``error`` object and a
   ``Retry-After`` header;
 - ``chunk_size`` (characters per streamed content chunk, default 4) and ``chunk_delay`` (seconds
   between streamed frames);
+- ``pause`` and ``pause_after_chunks``: one silence of ``pause`` seconds in a stream, after the
+  first (role-only) chunk and ``pause_after_chunks`` N content chunks (default 0: right after the
+  role chunk) — a model that stops to think mid-answer. A reply with fewer content chunks pauses
+  once its content ran out (before any tool-call chunk and the final chunk). JSON replies ignore
+  it (use ``delay``);
 - ``malformed``: answer 200 with a body that is not JSON (streams: one broken ``data:`` frame);
 - ``fail_after_chunks``: N — close the connection after N streamed content chunks (or before
   ``[DONE]``), without finishing the chunked body;
@@ -231,10 +237,18 @@ async def _drip(
     chunk_delay: float,
     fail_after: int | None,
     fault: Fault | None = None,
+    pause: tuple[int, float] | None = None,
 ) -> AsyncIterator[bytes]:
     sent = 0
     for kind, frame in frames:
         is_content = kind == "content"
+        # a pause strikes before the content chunk after `after` of them (or before the first
+        # tool-call or final chunk, if the content ran out sooner)
+        if pause is not None and (
+            (is_content and sent >= pause[0]) or kind in ("tool", "final", "usage", "done")
+        ):
+            await asyncio.sleep(pause[1])
+            pause = None
         # a fault strikes before the first frame, or after `after` content chunks (or all of
         # them, if fewer: before the final chunk)
         if fault is not None and (
@@ -369,6 +383,7 @@ def create_app(context_window: int | None = None) -> Starlette:
             msg: dict[str, Any] = {"role": "assistant", "content": content}
             if tool_calls:
                 msg["tool_calls"] = tool_calls
+            msg.update(item.get("message_extra") or {})
             choice = {"index": 0, "message": msg, "finish_reason": finish_reason, "logprobs": None}
             reply = {"object": "chat.completion", **meta, "choices": [choice], "usage": usage}
             if fault is not None:
@@ -391,11 +406,16 @@ def create_app(context_window: int | None = None) -> Starlette:
         )
         chunk_delay = float(item.get("chunk_delay") or 0)
         fail_after = item.get("fail_after_chunks")
-        if not chunk_delay and fail_after is None and fault is None:
+        pause = None
+        if item.get("pause"):
+            pause = (int(item.get("pause_after_chunks") or 0), float(item["pause"]))
+        if not chunk_delay and fail_after is None and fault is None and pause is None:
             # Fast path: the whole event stream in one write.
             return Response(b"".join(f for _, f in frames), media_type=SSE)
         return StreamingResponse(
-            _drip(frames, chunk_delay, None if fail_after is None else int(fail_after), fault),
+            _drip(
+                frames, chunk_delay, None if fail_after is None else int(fail_after), fault, pause
+            ),
             media_type=SSE,
         )
 
