@@ -139,6 +139,9 @@ def test_a_client_that_never_reads_the_fork_id_keeps_growing_the_fork(
         edited.append(reply)
     children = [c for c in conversations(srv) if c[1] == "edit-1"]
     assert children == [(fork, "edit-1", 8)]
+    with srv.db() as conn:
+        titles = dict(conn.execute("SELECT id, title FROM conversations").fetchall())
+    assert titles["edit-1"] == "one" and titles[fork] == "TWO, edited"  # its own title
     assert [r["content"] for r in rows(srv, "edit-1")] == [
         '"one"',
         '"echo: one"',

@@ -81,3 +81,37 @@ def test_turn_records_are_readable(limited: TetherServer, upstream: ScriptedUpst
     assert r.json()["status"] == "failed" and r.json()["error"]["code"] == "upstream_error"
     missing = httpx2.get(f"{limited.url}/v1/conversations/turns-1/turns/turn_nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "turn_not_found"
+
+
+def test_a_full_history_client_goes_on_past_the_message_limit(
+    limited: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    """The limit counts what a request adds: a full-history client resends what is stored."""
+    history: list[dict[str, str]] = []
+    for n in range(4):
+        history.append(user(f"turn {n}"))
+        r = httpx2.post(
+            limited.url + CHAT,
+            headers={"X-Hermes-Session-Id": "long-full"},
+            json={"model": "scripted", "messages": history},
+        )
+        assert r.status_code == 200, r.text
+        history.append(r.json()["choices"][0]["message"])
+    assert len(history) == 8 and len(limited.transcript("long-full")) == 8
+    # it may also trim its history (drop the oldest messages) without forking
+    trimmed = [*history[4:], user("after trimming")]
+    r = httpx2.post(
+        limited.url + CHAT,
+        headers={"X-Hermes-Session-Id": "long-full"},
+        json={"model": "scripted", "messages": trimmed},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["tether"]["conversation_id"] == "long-full"
+    assert len(limited.transcript("long-full")) == 10
+    # adding more than the limit at once is still refused
+    r = httpx2.post(
+        limited.url + CHAT,
+        headers={"X-Hermes-Session-Id": "long-full"},
+        json={"model": "scripted", "messages": [*trimmed, *[user("x")] * 4]},
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_messages"

@@ -94,3 +94,28 @@ def test_an_upstream_400_keeps_its_param(server: TetherServer, upstream: Scripte
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == "temperature" and error["code"] == "invalid_value"
+
+
+def test_a_stream_without_upstream_usage_gets_tethers_estimate(
+    server: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    """llama.cpp's Python server ignores stream_options.include_usage: the turn's record still
+    has usage (marked estimated), and a client that asked for a usage chunk gets one."""
+    upstream.queue({"content": "a streamed answer", "no_usage": True})
+    with sdk(server) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model="scripted",
+                messages=[{"role": "user", "content": "stream without usage"}],
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={"X-Hermes-Session-Id": "no-usage"},
+            )
+        )
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    turn_id = (final.model_extra or {})["tether"]["turn_id"]
+    record = httpx2.get(f"{server.url}/v1/conversations/no-usage/turns/{turn_id}").json()
+    assert record["usage"]["estimated"] is True
+    assert record["usage"]["completion_tokens"] == usage.completion_tokens

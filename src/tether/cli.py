@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
+import time
 from typing import Annotated, Any
 
 import structlog
@@ -38,7 +40,7 @@ keys_app = typer.Typer(
 )
 conv_app = typer.Typer(help="Inspect stored conversations.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-local_app = typer.Typer(help="The bundled local model (tether[local]).", no_args_is_help=True)
+local_app = typer.Typer(help="The bundled local model (tether\\[local]).", no_args_is_help=True)
 app.add_typer(conv_app, name="conversations")
 app.add_typer(local_app, name="local-model")
 err = Console(stderr=True)
@@ -164,6 +166,7 @@ def serve(
             "create one with `tether keys create` or bind to 127.0.0.1"
         )
         raise typer.Exit(2)
+    _check_port_free(settings)
     settings, local_server = _start_local_model(settings)
     _banner(settings, keys, local_server is not None)
     try:
@@ -171,6 +174,22 @@ def serve(
     finally:
         if local_server is not None:
             local_server.stop()
+
+
+def _check_port_free(settings: Settings) -> None:
+    """A clear message (before the banner says "listening") when the port is taken."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/red] cannot listen on {settings.host}:{settings.port} "
+                f"({exc.strerror or exc}): another program uses that port. Pick another with "
+                "--port (or TETHER_PORT), or stop the other program."
+            )
+            raise typer.Exit(2) from None
 
 
 def _start_local_model(settings: Settings) -> tuple[Settings, local.LocalModelServer | None]:
@@ -224,16 +243,58 @@ def keys_create(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Create an API key. The key is printed once, alone on the last line; only its hash is kept."""
+    """Create an API key. The key is printed once, alone on the last line; only its hash is kept.
+
+    The first key ends open mode: from then on every request needs a key, and the conversations
+    made without one belong to tenant 'default' (reach them with a key of that tenant)."""
     settings = load_settings(config, database_url=database_url)
     key = new_key()
 
-    async def run(store: Store) -> None:
+    async def run(store: Store) -> tuple[int, bool]:
+        keys = await store.count_api_keys()
         await store.add_api_key(tenant, hash_key(key), key[:7])
+        opened = bool(await store.list_conversations(OPEN_TENANT, 1)) if not keys else False
+        return keys, opened
 
-    asyncio.run(_with_store(settings, run))
+    before, opened = asyncio.run(_with_store(settings, run))
+    if not before:
+        err.print(
+            "[bold]This is the first key: open mode ends.[/bold] Every request now needs "
+            "'Authorization: Bearer <key>' (a running server notices within seconds)."
+        )
+        if opened and tenant != OPEN_TENANT:
+            err.print(
+                f"[yellow]The conversations made in open mode belong to tenant {OPEN_TENANT!r}, "
+                f"not {tenant!r}: this key does not reach them. To keep using them, create a key "
+                f"for that tenant too: tether keys create --tenant {OPEN_TENANT}[/yellow]"
+            )
+        elif opened:
+            err.print("The conversations made in open mode are reachable with this key.")
     print(f"created a key for tenant {tenant!r}; store it now, it is not shown again:")
     print(key)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """List API keys: prefix, tenant, when created and revoked (keys themselves are not kept)."""
+    settings = load_settings(config, database_url=database_url)
+
+    async def run(store: Store) -> Any:
+        return await store.list_api_keys()
+
+    rows = asyncio.run(_with_store(settings, run))
+    if not rows:
+        err.print("no API keys: the server runs open (loopback only); create one with "
+                  "`tether keys create --tenant NAME`")  # fmt: skip
+        return
+    table = Table("prefix", "tenant", "created", "revoked")
+    for k in rows:
+        table.add_row(f"{k.prefix}…", k.tenant_id, _when(k.created_at), _when(k.revoked_at))
+    Console().print(table)
+
+
+def _when(at: float | None) -> str:
+    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 @keys_app.command("revoke")
@@ -242,8 +303,10 @@ def keys_revoke(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Revoke an API key, named by the key itself or its 7-character prefix. A running server
-    stops accepting it within 30 seconds. Revoking every key does not turn authentication off."""
+    """Revoke an API key, named by the key itself or its 7-character prefix.
+
+    A running server stops accepting it within 30 seconds. Revoking every key does not turn
+    authentication off."""
     settings = load_settings(config, database_url=database_url)
     key = key.strip()
     if not key.startswith(KEY_PREFIX) or len(key) < 7:

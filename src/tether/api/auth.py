@@ -8,11 +8,14 @@ import hashlib
 import secrets
 import time
 
+import structlog
 from starlette.requests import Request
 
 from tether.api.ratelimit import RateLimiter
 from tether.errors import TetherError
 from tether.store.base import Store
+
+log = structlog.get_logger("tether.auth")
 
 OPEN_TENANT = "default"
 KEY_PREFIX = "tk_"
@@ -46,7 +49,14 @@ class Authenticator:
         checked, value = self._open
         now = time.monotonic()
         if now - checked > self._ttl:
+            was = value
             value = await self.store.count_api_keys() == 0
+            if checked and was and not value:
+                log.warning(
+                    "auth.enabled",
+                    detail="an API key was created: open mode is over, every request now needs "
+                    "'Authorization: Bearer <key>' (the start-up banner's 'auth OFF' is outdated)",
+                )
             self._open = (now, value)
         return value
 

@@ -109,7 +109,9 @@ def parse_chat_request(data: dict[str, Any]) -> ChatRequest:
         ) from None
 
 
-def check_limits(chat: ChatRequest, max_messages: int, max_content_chars: int) -> None:
+def check_limits(
+    chat: ChatRequest, max_messages: int, max_content_chars: int, full_history: bool = False
+) -> None:
     """What Tether does not take on: several choices (400), requests within the body limit that
     are still too big (413)."""
     if chat.n is not None and chat.n > 1:
@@ -121,7 +123,9 @@ def check_limits(chat: ChatRequest, max_messages: int, max_content_chars: int) -
             "'X-Tether-Match: off' and no conversation id, each is a conversation of its own)",
             param="n",
         )
-    if len(chat.messages) > max_messages:
+    # a full-history request resends what is stored: the limit applies to what it adds (the
+    # engine checks that after the merge), so a long conversation's client can go on
+    if len(chat.messages) > max_messages and not full_history:
         raise TetherError(
             413,
             "too_many_messages",

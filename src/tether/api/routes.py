@@ -83,9 +83,12 @@ async def chat_completions(request: Request) -> Response:
     tenant = await state.auth.tenant(request)
     data = await read_json_object(request, state.settings.max_body_bytes)
     chat = parse_chat_request(data)
-    check_limits(chat, state.settings.max_messages, state.settings.max_content_chars)
     conversation_id = _conversation_id(request, chat.conversation)
     history = cast(HistoryMode, _choice(request, "X-Tether-History", _HISTORY_MODES))
+    full = history == "replay" or (
+        history == "auto" and any(m.role == "assistant" for m in chat.messages)
+    )
+    check_limits(chat, state.settings.max_messages, state.settings.max_content_chars, full)
     compaction = cast(CompactionMode, _choice(request, "X-Tether-Compaction", _COMPACTION_MODES))
     messages = [
         Message(

@@ -155,7 +155,9 @@ async def load_target(
         new = NewConversation(lock_id or mint_conversation_id(), title_of(plan.new), model)
         return Target(req.tenant_id, None, new, plan, None, model, base_hash=EMPTY, base_len=0)
     if plan.fork_seq is not None:
-        fork = NewConversation(mint_conversation_id(), conv.title, model, conv.pk, plan.fork_seq)
+        fork = NewConversation(
+            mint_conversation_id(), fork_title(conv.title, plan.new), model, conv.pk, plan.fork_seq
+        )
         inherited = await _checkpoint_within(store, conv.pk, plan.fork_seq) if conv.epoch else None
         shared = [m for m in plan.history if is_history(m)]
         return Target(
@@ -183,6 +185,11 @@ async def load_target(
         base_hash=base_hash,
         base_len=base_len,
     )
+
+
+def fork_title(parent: str | None, new: list[Message]) -> str | None:
+    """A fork is titled by what made it differ (the edited message), not its parent's title."""
+    return title_of(new) or (f"{parent} (fork)" if parent else None)
 
 
 async def _checkpoint_within(store: Store, conversation_pk: int, seq: int) -> Checkpoint | None:

@@ -219,6 +219,15 @@ class Engine:
                     hashes,
                     self.settings.dangling_tool_calls == "close",
                 )
+                added = len(target.plan.new)
+                if added > self.settings.max_messages:
+                    raise TetherError(
+                        413,
+                        "too_many_messages",
+                        f"the request adds {added} messages; the limit is "
+                        f"{self.settings.max_messages} (TETHER_MAX_MESSAGES)",
+                        param="messages",
+                    )
                 if target.plan.closed:
                     closed = list(target.plan.closed)
                     turn.notes = {**(turn.notes or {}), "dangling_tool_calls": closed}
@@ -494,15 +503,18 @@ class Engine:
                     running.publish(chunk.raw)
         usage = acc.usage
         reply = assistant_message(acc.message(), (usage or {}).get("completion_tokens"))
+        if usage is None:
+            # asked for (stream_options.include_usage) but not sent: llama.cpp's Python server
+            # ignores it. The turn's record gets Tether's own counts, marked as estimates.
+            usage = _estimated_usage(target.prompt_tokens(), reply.tokens)
+            if req.include_usage:
+                held.append({**_chunk_meta(acc, turn), "choices": [], "usage": usage})
         turn.usage = usage
         info = _info(target, turn, outcome)
         finish = next((c for c in held if c.get("choices")), None)
         if finish is None:
             finish = {
-                "id": acc.chunk_id,
-                "object": "chat.completion.chunk",
-                "created": acc.created or int(time.time()),
-                "model": acc.model or turn.model,
+                **_chunk_meta(acc, turn),
                 "choices": [
                     {"index": 0, "delta": {}, "finish_reason": acc.finish_reason or "stop"}
                 ],
@@ -636,6 +648,24 @@ class Engine:
             running.ready.set_exception(error)
         elif not running.stream:
             running.result.set_exception(error)
+
+
+def _chunk_meta(acc: Assembled, turn: TurnRecord) -> dict[str, Any]:
+    return {
+        "id": acc.chunk_id,
+        "object": "chat.completion.chunk",
+        "created": acc.created or int(time.time()),
+        "model": acc.model or turn.model,
+    }
+
+
+def _estimated_usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "estimated": True,  # Tether's offline counts (docs/tokens.md), not the upstream's
+    }
 
 
 def _fill_required(response: dict[str, Any]) -> None:

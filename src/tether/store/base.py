@@ -180,6 +180,14 @@ class Loaded:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    prefix: str
+    tenant_id: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRow:
     id: str
     conversation_id: str
@@ -211,6 +219,10 @@ class Store(Protocol):
     async def revoke_api_key(self, prefix: str, key_hash: str | None = None) -> int:
         """Revoke the one active key with this prefix (and hash, if given). Returns how many
         active keys matched; nothing is revoked unless exactly one did."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        """Every key ever created (revoked ones too), oldest first; never the key itself."""
         ...
 
     async def count_api_keys(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
+    ApiKeyRow,
     Checkpoint,
     ConflictError,
     Conversation,
@@ -122,6 +123,15 @@ class SqliteStore:
                 (key_hash,),
             ).fetchone()
             return None if row is None else str(row[0])
+
+        return await self.db.read(run)
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        def run(c: sqlite3.Connection) -> list[ApiKeyRow]:
+            rows = c.execute(
+                "SELECT prefix, tenant_id, created_at, revoked_at FROM api_keys ORDER BY id"
+            ).fetchall()
+            return [ApiKeyRow(*r) for r in rows]
 
         return await self.db.read(run)
 

@@ -233,7 +233,10 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
         c.execute(
             "UPDATE conversations SET system_prompt = ? WHERE pk = ?", (commit.system_prompt, pk)
         )
-    prompt_tokens = (commit.turn.usage or {}).get("prompt_tokens")
+    usage = commit.turn.usage or {}
+    # the upstream's count is the truth the next turn's estimate builds on; Tether's own
+    # estimate (an upstream that sent no usage) is not
+    prompt_tokens = None if usage.get("estimated") else usage.get("prompt_tokens")
     c.execute(
         "UPDATE conversations SET last_seq = ?, turn_count = turn_count + 1, updated_at = ?, "
         "model = COALESCE(?, model), usage_prompt_tokens = ?, usage_through_seq = ?, "

@@ -9,7 +9,8 @@ without ``match`` match any). An item's keys, all optional:
 
 - ``content`` (reply text), ``tool_calls`` (OpenAI tool calls), ``finish_reason``, ``usage``
   (overrides the counted usage); ``message_extra``: more fields on a JSON reply's message (e.g.
-  ``annotations``);
+  ``annotations``); ``no_usage``: a stream sends no usage chunk even when asked (as llama.cpp's
+  Python server does);
 - ``delay``: seconds to wait before answering at all (no status line yet);
 - ``status``, ``error``, ``retry_after``: answer this HTTP error with this ``error`` object and a
   ``Retry-After`` header;
@@ -393,7 +394,8 @@ def create_app(context_window: int | None = None) -> Starlette:
         chunk_meta = {"id": meta["id"], "object": "chat.completion.chunk", **meta}
         head = b"data: " + orjson.dumps(chunk_meta)[:-1] + b',"choices":[{"index":0,"delta":'
         usage_frame = None
-        if (body.get("stream_options") or {}).get("include_usage"):
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if wants_usage and not item.get("no_usage"):
             usage_chunk: dict[str, Any] = {**chunk_meta, "choices": [], "usage": usage}
             usage_frame = b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
         frames = _stream_frames(

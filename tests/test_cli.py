@@ -1,0 +1,85 @@
+"""The CLI as a new user meets it: `keys list`, what the first key does to open mode, a port
+already in use, help text (real `python -m tether` processes on real SQLite files)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx2
+
+from tests.support import ScriptedUpstream, TetherServer
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_keys_list_shows_prefixes_tenants_and_revocations(tmp_path: Path) -> None:
+    srv = TetherServer(tmp_path / "keys.db", None)
+    empty = srv.cli("keys", "list")
+    assert empty.returncode == 0 and "no API keys" in words(empty.stderr)
+    a, b = srv.create_key("acme"), srv.create_key("beta")
+    assert srv.cli("keys", "revoke", b[:7]).returncode == 0
+    listed = srv.cli("keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line for line in listed.stdout.splitlines() if "acme" in line or "beta" in line]
+    assert len(lines) == 2
+    assert a[:7] in lines[0] and "acme" in lines[0]
+    assert b[:7] in lines[1] and "beta" in lines[1]
+    assert lines[1].count("20") > lines[0].count("20")  # a revocation date on the revoked one
+    assert a not in listed.stdout and b not in listed.stdout  # never the keys themselves
+
+
+def test_the_first_key_says_open_mode_ends_and_where_old_conversations_went(
+    tmp_path: Path, upstream: ScriptedUpstream
+) -> None:
+    srv = TetherServer(tmp_path / "open.db", upstream.base_url).start()
+    try:
+        r = httpx2.post(
+            f"{srv.url}/v1/chat/completions",
+            headers={"X-Hermes-Session-Id": "made-open"},
+            json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert r.status_code == 200
+        out = srv.cli("keys", "create", "--tenant", "acme")
+        assert out.returncode == 0
+        said = words(out.stderr)
+        assert "open mode ends" in said
+        assert "tether keys create --tenant default" in said
+        # the running server notices (a request without a key is now refused), and its log
+        # says so: the banner's "auth OFF" is outdated
+        deadline = time.monotonic() + 10
+        while httpx2.get(f"{srv.url}/v1/models").status_code != 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        time.sleep(0.3)
+        assert "auth.enabled" in srv.output()
+        second = srv.cli("keys", "create", "--tenant", "default")
+        assert "open mode" not in words(second.stderr)  # only the first key says it
+    finally:
+        srv.stop()
+
+
+def test_a_port_in_use_is_a_clear_error_before_the_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        srv = TetherServer(tmp_path / "port.db", None, TETHER_PORT=str(port))
+        out = srv.cli("serve")
+    assert out.returncode == 2
+    said = words(out.stderr)
+    assert f"127.0.0.1:{port}" in said and "--port" in said
+    assert "listening" not in said and "Traceback" not in said
+
+
+def test_help_texts_keep_brackets_and_paragraphs(tmp_path: Path) -> None:
+    srv = TetherServer(tmp_path / "help.db", None)
+    top = srv.cli("--help").stdout
+    assert "tether[local]" in top
+    keys = srv.cli("keys", "--help").stdout
+    revoke = next(line for line in keys.splitlines() if "revoke" in line)
+    assert revoke.rstrip(" │").endswith("7-character") or "prefix." in keys
+    assert "running server" not in keys  # only the first paragraph is a summary
