@@ -4,6 +4,10 @@ category and the top functions.
 
     .venv/bin/pip install py-spy      # once, into the venv
     .venv/bin/python -m bench.profile [--stored 200] [--concurrency 1] [--seconds 8] [--gil]
+                                      [--full-history]
+
+--full-history: the client resends the whole history naming the conversation (bench.run's
+`replay`) instead of sending only the new message.
 
 --gil samples only the thread holding the GIL, i.e. CPU spent in Python (recommended: without
 it, threads parked in the executor and the event loop's epoll wait show up as busy).
@@ -24,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench import load, procs, seed
-from bench.run import Params, Suite, pool_ids, through, visits_for
+from bench.load import Make
+from bench.run import Params, Suite, pool_ids, replay, through, visits_for
 
 CATEGORIES = (  # the first match over the whole stack wins
     ("token counting (tiktoken)", ("tether/compaction/tokens.py",)),
@@ -80,7 +85,7 @@ def summarise(raw: Path, top: int = 25) -> str:
 
 
 async def drive(
-    suite: Suite, key: str, c: int, seconds: float, stream: bool, n: int, visits: int
+    suite: Suite, key: str, c: int, seconds: float, stream: bool, n: int, make: Make
 ) -> load.Result:
     client = load.client()
     try:
@@ -88,7 +93,7 @@ async def drive(
         return await load.run(
             client,
             f"profile {key}",
-            through(suite, key, stream, visits),
+            make,
             concurrency=c,
             n=n,
             warmup=0,
@@ -108,6 +113,9 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--gil", action="store_true", help="only the GIL holder (Python CPU)")
+    parser.add_argument(
+        "--full-history", action="store_true", help="resend the whole history (named)"
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -129,8 +137,14 @@ def main() -> int:
     try:
         tether.start()
         suite = Suite(Params.full(), tether, upstream, pools, time.monotonic())
+        visits = visits_for(args.stored)
+        make = (  # one maker for both phases: a full-history client keeps its histories
+            replay(suite, key, args.stream, visits, args.stored)
+            if args.full_history
+            else through(suite, key, args.stream, visits)
+        )
         # warm up outside the profile (the first turn loads the tokenizer)
-        asyncio.run(drive(suite, key, c, 10.0, args.stream, c * 20, visits_for(args.stored)))
+        asyncio.run(drive(suite, key, c, 10.0, args.stream, c * 20, make))
         upstream.reset()
         raw, svg = workdir / "profile.txt", workdir / "profile.svg"
         record = [spy, "record", "--pid", str(tether.pid), "--rate", str(args.rate)]
@@ -141,9 +155,7 @@ def main() -> int:
             subprocess.Popen([*record, "-o", str(svg)], stdout=subprocess.PIPE),
         ]
         time.sleep(1.0)  # let py-spy attach before the measured load starts
-        result = asyncio.run(
-            drive(suite, key, c, args.seconds, args.stream, 10**6, visits_for(args.stored))
-        )
+        result = asyncio.run(drive(suite, key, c, args.seconds, args.stream, 10**6, make))
         for p in spies:
             p.wait(timeout=args.seconds + 30)
     finally:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from bench.compaction import CompactionRun
 from bench.load import Result
@@ -16,6 +17,9 @@ TARGET_ADDED_P99_MS = 5.0
 TARGET_RPS = 2000.0
 TARGET_SCALE_RATIO = 1.20
 TARGET_RSS_MIB = 120.0
+TARGET_FULL_HISTORY_CPU = 1.25  # full-history CPU per turn ÷ the bridge pattern's
+TARGET_LOOKUP_MS = 1.0  # id-less p50 − named p50 on the lookup database
+FULL_HISTORY = (("json", 1), ("json", 8), ("sse", 8))
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Run:
     n: dict[int, int]
     load_before: float
     quick: bool = False
+    lookup: dict[str, Any] = field(default_factory=dict)  # the lookup database's figures
 
 
 def f(x: float | None, digits: int = 2) -> str:
@@ -156,6 +161,66 @@ def scale_table(res: dict[str, Result]) -> list[str]:
     return out
 
 
+def full_history_table(res: dict[str, Result]) -> list[str]:
+    out = [
+        "| c | kind | client | n | p50 ms | p99 ms | req/s | Tether CPU ms/turn "
+        "| CPU ÷ bridge | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, c in FULL_HISTORY:
+        bridge = res.get(f"tether-s{STORED}-{kind}-c{c}")
+        for label, r in (
+            ("bridge: the new message + X-Hermes-Session-Id", bridge),
+            (
+                f"full history: {STORED} stored + new, X-Hermes-Session-Id",
+                res.get(f"tether-fh{STORED}-{kind}-c{c}"),
+            ),
+        ):
+            if r is None:
+                continue
+            if not _ok(r):
+                out.append(f"| {c} | {kind.upper()} | {label} | skipped: {r.skipped} |" + " |" * 6)
+                continue
+            ratio = "—"
+            if r is not bridge and _ok(bridge) and bridge is not None:
+                ratio = f"{_cpu_ratio(r, bridge):.2f}×"
+            out.append(
+                f"| {c} | {kind.upper()} | {label}{_err(r)} | {r.n} | {f(r.p(50))} | "
+                f"{f(r.p(99))} | {f(r.rps, 0)} | {f(r.cpu_ms_per_req.get('tether'))} | {ratio} "
+                f"| {r.foreign_cores:.2f} |"
+            )
+    return out
+
+
+def _cpu_ratio(r: Result, base: Result) -> float:
+    a, b = r.cpu_ms_per_req.get("tether"), base.cpu_ms_per_req.get("tether")
+    return a / b if a and b else math.nan
+
+
+def lookup_table(res: dict[str, Result]) -> list[str]:
+    out = [
+        "| request | n | p50 ms | p99 ms | req/s | added p50 · p99 ms | Tether CPU ms/req "
+        "| other load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    named = res.get("lookup-named")
+    for key in ("lookup-named", "lookup-idless"):
+        r = res.get(key)
+        if r is None:
+            continue
+        if not _ok(r):
+            out.append(f"| {r.name} | skipped: {r.skipped} |" + " |" * 6)
+            continue
+        added = "—"
+        if r is not named and _ok(named) and named is not None:
+            added = f"{f(r.p(50) - named.p(50))} · {f(r.p(99) - named.p(99))}"
+        out.append(
+            f"| {r.name}{_err(r)} | {r.n} | {f(r.p(50))} | {f(r.p(99))} | {f(r.rps, 0)} | "
+            f"{added} | {f(r.cpu_ms_per_req.get('tether'))} | {r.foreign_cores:.2f} |"
+        )
+    return out
+
+
 def compaction_table(runs: dict[int, list[CompactionRun]]) -> list[str]:
     out = [
         "| conversation | messages | kind | bookkeeping ms p50 (min–max) | compact() wall ms p50 "
@@ -194,7 +259,9 @@ def _main_rss(res: dict[str, Result]) -> tuple[float | None, str]:
     return peak, f"{r.name}, c={r.concurrency}, {'SSE' if r.stream else 'JSON'}"
 
 
-def targets(res: dict[str, Result], rss: dict[str, float]) -> list[str]:
+def targets(
+    res: dict[str, Result], rss: dict[str, float], lookup: dict[str, Any] | None = None
+) -> list[str]:
     lines = []
 
     def line(ok: bool | None, text: str) -> None:
@@ -256,6 +323,39 @@ def targets(res: dict[str, Result], rss: dict[str, float]) -> list[str]:
             info(f"idle after start {idle:.1f} MiB; after the first turn {first:.1f} MiB")
     else:
         line(None, "RSS under load: not measured")
+    for kind, c in FULL_HISTORY:
+        fh, br = res.get(f"tether-fh{STORED}-{kind}-c{c}"), res.get(f"tether-s{STORED}-{kind}-c{c}")
+        what = f"full-history CPU per turn at c={c} (stored {STORED}, {kind.upper()})"
+        if not (_ok(fh) and _ok(br) and fh is not None and br is not None):
+            line(None, f"{what}: not measured")
+            continue
+        ratio = _cpu_ratio(fh, br)
+        text = (
+            f"{what}: {fh.cpu_ms_per_req.get('tether', math.nan):.2f} ms vs bridge "
+            f"{br.cpu_ms_per_req.get('tether', math.nan):.2f} ms: {ratio:.2f}×"
+        )
+        if kind == "json":
+            line(ratio <= TARGET_FULL_HISTORY_CPU, f"{text}; target ≤ {TARGET_FULL_HISTORY_CPU}×")
+        else:
+            info(text)
+    lookup = lookup or {}
+    if "forks" in lookup:
+        info(f"conversations forked in the main database: {lookup['forks']} (expected 0)")
+    idless, named = res.get("lookup-idless"), res.get("lookup-named")
+    convs = lookup.get("conversations", 0)
+    if _ok(idless) and _ok(named) and idless is not None and named is not None:
+        added = idless.p(50) - named.p(50)
+        line(
+            added < TARGET_LOOKUP_MS,
+            f"prefix lookup on {convs:,} conversations: id-less p50 {idless.p(50):.2f} − named "
+            f"p50 {named.p(50):.2f} = {added:.2f} ms added; target < {TARGET_LOOKUP_MS:g} ms",
+        )
+    else:
+        line(None, "prefix lookup: not measured")
+    if lookup.get("plan"):
+        info(f"lookup plan: {'; '.join(lookup['plan'])}")
+    if "new" in lookup:
+        info(f"conversations the lookup rows created instead of continuing: {lookup['new']}")
     return lines
 
 
@@ -273,7 +373,7 @@ def _foreign(res: dict[str, Result]) -> str:
 
 def render(run: Run) -> tuple[str, list[str]]:
     res, rss, n, machine = run.res, run.rss, run.n, run.machine
-    target_lines = targets(res, rss)
+    target_lines = targets(res, rss, run.lookup)
     peak, where = _main_rss(res)
     md = [
         "# Tether benchmark results",
@@ -344,6 +444,31 @@ def render(run: Run) -> tuple[str, list[str]]:
         "| request (new conversation, JSON) | latency ms |",
         "|---|---|",
         *(f"| {k} | {v:.1f} |" for k, v in run.cold.items()),
+        "",
+        "## Full-history clients vs bridge (stored 200)",
+        "",
+        "The same turn sent two ways, side by side: the bridge sends only the new user message "
+        "with `X-Hermes-Session-Id`; the full-history client resends the whole history as it "
+        "sees it (the seeded 200 messages, then each earlier turn's user message and answer) "
+        "plus the new message, naming the conversation. Both on their own seeded conversations "
+        "(transcript hash set, as Tether writes it), 5 turns in a row each. CPU ÷ bridge = "
+        "Tether's CPU per turn ÷ the bridge row's, same c and kind.",
+        "",
+        *full_history_table(res),
+        "",
+        f"## Prefix lookup on {run.lookup.get('conversations', 0):,} conversations "
+        "(c=1, non-streaming)",
+        "",
+        "A second `tether serve` on its own SQLite file (seeded with "
+        f"{run.lookup.get('conversations', 0):,} conversations of 4 distinct messages each in "
+        f"{f(run.lookup.get('seeded_s'), 1)} s, {f(run.lookup.get('mib'), 0)} MiB), after the "
+        "main server stopped. Every request resends one conversation's 4 messages + a new one, a "
+        "fresh conversation each time (both rows miss the view cache): naming it, or with no id "
+        "(Tether probes the (tenant, history_hash) index); the two rows ran in 10 alternating "
+        "blocks. added = no id − named. SQLite's plan "
+        f"for the lookup: {'; '.join(run.lookup.get('plan', [])) or '—'}.",
+        "",
+        *lookup_table(res),
         "",
         "## Compaction bookkeeping (in-process, LLM excluded)",
         "",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -32,6 +34,9 @@ HISTORIES = (20, 1000)
 SCALE = (10, 10_000, 100_000)
 SCALE_CONVS = 3  # conversations per transcript size, used round robin
 GROWTH = 0.05  # a pooled conversation grows by at most ~5% (2 messages a turn)
+FULL_HISTORY = (("json", 1), ("json", 8), ("sse", 8))  # full-history rows beside stored 200
+LOOKUP_SIZE = 4  # messages in each conversation of the lookup database
+LOOKUP_BLOCKS = 10  # the two lookup rows run in alternating blocks (A B A B …)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Params:
     max_s: float
     scale_n: int
     raw_n: int
+    lookup_convs: int = 100_000  # conversations in the lookup database (its own file)
 
     @staticmethod
     def full() -> Params:
@@ -48,7 +54,7 @@ class Params:
 
     @staticmethod
     def quick() -> Params:
-        return Params({1: 40, 8: 120, 32: 240}, {1: 5, 8: 16, 32: 64}, 2.0, 15, 1)
+        return Params({1: 40, 8: 120, 32: 240}, {1: 5, 8: 16, 32: 64}, 2.0, 15, 1, 5_000)
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Suite:
     rss: dict[str, float] = field(default_factory=dict)
     cold: dict[str, float] = field(default_factory=dict)
     counter: int = 0
+    db: Path | None = None  # the main database (read for checks while the server runs)
+    lookup: dict[str, Any] = field(default_factory=dict)  # the lookup database's figures
 
     def remaining(self) -> float:
         return BUDGET_S - (time.monotonic() - self.started)
@@ -117,6 +125,54 @@ def through(suite: Suite, pool: str | None, stream: bool, visits: int = 1, **hea
             h["X-Hermes-Session-Id"] = mine[turns[w] // visits % len(mine)]
             turns[w] += 1
         return Req(url, _body([user(text)], stream), h, b"" if stream else text.encode())
+
+    return make
+
+
+def replay(suite: Suite, pool: str, stream: bool, visits: int, size: int = STORED) -> Make:
+    """Through Tether, full-history style: the whole history as the client sees it (the seeded
+    transcript, then each turn's user message and the upstream's answer, `echo: <text>`) plus
+    the new user message, naming the conversation. Visits as `through()`: each worker owns its
+    conversations, so turns on one are serialised and each request's history is current.
+    A JSON response must name the conversation (a fork would be a new id)."""
+    url = f"{suite.tether.url}/v1/chat/completions"
+    convs = suite.pools[pool]
+    prefix = seed.openai_messages(size)
+    histories: dict[str, list[dict[str, Any]]] = {}
+    turns: defaultdict[int, int] = defaultdict(int)
+    sent: dict[int, tuple[str, str]] = {}  # worker → its previous request (answered by now)
+
+    def make(w: int) -> Req:
+        if w in sent:
+            cid, said = sent.pop(w)
+            histories[cid] += [user(said), {"role": "assistant", "content": "echo: " + said}]
+        mine = convs[w % len(convs)]
+        cid = mine[turns[w] // visits % len(mine)]
+        turns[w] += 1
+        history = histories.setdefault(cid, list(prefix))
+        text = suite.text()
+        sent[w] = (cid, text)
+        h = {**JSON, "X-Hermes-Session-Id": cid}
+        expect = b"" if stream else f'"conversation_id":"{cid}"'.encode()
+        return Req(url, _body([*history, user(text)], stream), h, expect)
+
+    return make
+
+
+def lookup(suite: Suite, numbers: list[int], named: bool) -> Make:
+    """Full-history requests on the lookup database's distinct conversations, a fresh one per
+    request (neither row finds it in the view cache): its LOOKUP_SIZE messages + a new user
+    message, naming the conversation or not (then Tether finds it by its transcript hash).
+    The response must name that conversation."""
+    url = f"{suite.tether.url}/v1/chat/completions"
+    todo = iter(numbers)
+
+    def make(w: int) -> Req:
+        n = next(todo)
+        cid = f"look-{n}"
+        h = {**JSON, "X-Hermes-Session-Id": cid} if named else JSON
+        body = _body([*seed.distinct_messages(n, LOOKUP_SIZE), user(suite.text())], False)
+        return Req(url, body, h, f'"conversation_id":"{cid}"'.encode())
 
     return make
 
@@ -179,6 +235,10 @@ def seed_all(db: Path, p: Params) -> tuple[dict[str, list[list[str]]], dict[str,
             key = f"s{STORED}-{'sse' if stream else 'json'}-c{c}"
             pools[key] = pool_ids(key, STORED, c, p.n[c] + p.warmup[c])
             sizes[key] = STORED
+    for kind, c in FULL_HISTORY:  # full-history clients: conversations of their own
+        key = f"fh{STORED}-{kind}-c{c}"
+        pools[key] = pool_ids(key, STORED, c, p.n[c] + p.warmup[c])
+        sizes[key] = STORED
     for size in HISTORIES:
         for c in HISTORY_LEVELS:
             key = f"s{size}-json-c{c}"
@@ -237,6 +297,17 @@ def plan(suite: Suite) -> list[tuple[str, str, Make, int, bool, dict[str, Any]]]
                     {},
                 ),
             ]
+            if (kind, c) in FULL_HISTORY:
+                out.append(
+                    (
+                        f"tether-fh{STORED}-{kind}-c{c}",
+                        f"tether, stored {STORED}, full history",
+                        replay(suite, f"fh{STORED}-{kind}-c{c}", stream, visits_for(STORED)),
+                        c,
+                        stream,
+                        {},
+                    )
+                )
     for c in HISTORY_LEVELS:
         for size in HISTORIES:
             name = f"direct, {size + 1} msgs"
@@ -276,6 +347,100 @@ async def main_async(suite: Suite) -> None:
             await scenario(suite, client, key, name, make, c, stream, **opts)
         rss = procs.rss_bytes(suite.tether.pid) or 0
         suite.rss["after the 100k uncompacted turns (idle)"] = rss / procs.MIB
+        if suite.db is not None:  # a full-history turn that forked did not continue its history
+            suite.lookup["forks"] = count(suite.db, "forked_from_pk IS NOT NULL")
+    finally:
+        await client.aclose()
+
+
+def count(db: Path, where: str) -> int:
+    """Conversations in `db` matching `where` (read-only, while the server runs)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM conversations WHERE {where}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def seed_lookup(db: Path, p: Params) -> dict[str, Any]:
+    """The lookup database: `p.lookup_convs` distinct conversations, one transaction."""
+    t0 = time.perf_counter()
+    procs.migrate(db)
+    seeder = seed.Seeder(db)
+    seeder.distinct("look", p.lookup_convs, LOOKUP_SIZE)
+    seeder.close()
+    return {
+        "conversations": p.lookup_convs,
+        "messages": seeder.messages,
+        "seeded_s": time.perf_counter() - t0,
+        "mib": db.stat().st_size / procs.MIB,
+        "plan": seed.lookup_plan(db),
+    }
+
+
+async def alternating(suite: Suite, client: Any, rows: list[tuple[str, str, Make]]) -> None:
+    """c=1 JSON rows measured in LOOKUP_BLOCKS alternating blocks (A B A B …), so that drift
+    and bursts of other work on the machine hit every row alike (their difference is the
+    figure); each row's blocks are merged into one result."""
+    p = suite.params
+    if suite.remaining() < p.max_s * 2 + 5:
+        for key, name, _ in rows:
+            suite.results[key] = Result(name, 1, False, skipped="time budget of the suite used up")
+            print(suite.results[key].line(), flush=True)
+        return
+    for _, _, make in rows:
+        await load._phase(client, make, 1, p.warmup[1], p.max_s, False, None)
+    merged = {key: Result(name, 1, False) for key, name, _ in rows}
+    cpu: dict[str, defaultdict[str, float]] = {key: defaultdict(float) for key, _, _ in rows}
+    foreign: defaultdict[str, float] = defaultdict(float)
+    pids = {"tether": suite.tether.pid, "upstream": suite.upstream.pid}
+    per_block = max(1, p.n[1] // LOOKUP_BLOCKS)
+    for _ in range(LOOKUP_BLOCKS):
+        for key, name, make in rows:
+            suite.upstream.reset()
+            part, monitor = Result(name, 1, False), Monitor(pids, suite.tether.pid)
+            monitor.start()
+            part.elapsed = await load._phase(
+                client, make, 1, per_block, p.max_s / LOOKUP_BLOCKS, False, part
+            )
+            await monitor.stop(part)
+            r = merged[key]
+            r.n, r.errors, r.elapsed = (
+                r.n + part.n,
+                r.errors + part.errors,
+                r.elapsed + part.elapsed,
+            )
+            r.first_error = r.first_error or part.first_error
+            r.lat_ms += part.lat_ms
+            r.rss_peak_mib = max(r.rss_peak_mib or 0.0, part.rss_peak_mib or 0.0)
+            foreign[key] += part.foreign_cores * part.elapsed
+            for k, v in part.cpu_ms_per_req.items():
+                cpu[key][k] += v * part.n
+    for key, r in merged.items():
+        if r.n:
+            r.cpu_ms_per_req = {k: v / r.n for k, v in cpu[key].items()}
+        r.foreign_cores = foreign[key] / r.elapsed if r.elapsed else 0.0
+        suite.results[key] = r
+        print(r.line(), flush=True)
+
+
+async def lookup_async(suite: Suite) -> None:
+    """c=1, full-history requests on fresh conversations of the lookup database: naming the
+    conversation, and with no id (the server probes the (tenant, history_hash) index)."""
+    p = suite.params
+    per_row = p.n[1] + p.warmup[1]
+    numbers = random.Random(11).sample(range(p.lookup_convs), 2 * per_row)
+    client = load.client()
+    try:
+        rows = [
+            ("lookup-named", "full history, naming the conversation", True, numbers[::2]),
+            ("lookup-idless", "full history, no id (found by hash)", False, numbers[1::2]),
+        ]
+        await alternating(
+            suite, client, [(k, n, lookup(suite, ids, named)) for k, n, named, ids in rows]
+        )
+        assert suite.lookup.get("db") is not None
+        suite.lookup["new"] = count(suite.lookup["db"], "id NOT LIKE 'look-%'")
     finally:
         await client.aclose()
 
@@ -325,19 +490,35 @@ def main() -> int:
             f"in {seeded:.1f} s ({db.stat().st_size / procs.MIB:.0f} MiB)",
             flush=True,
         )
+        lookup_db = workdir / "lookup.db"  # its own file, served by its own process later
+        looked = seed_lookup(lookup_db, params)
+        print(
+            f"  lookup database: {looked['conversations']:,} conversations, "
+            f"{looked['messages']:,} messages in {looked['seeded_s']:.1f} s "
+            f"({looked['mib']:.0f} MiB); plan: {'; '.join(looked['plan'])}",
+            flush=True,
+        )
         upstream = procs.Upstream()
         tether = procs.Tether(db, upstream.base_url)
+        second = procs.Tether(lookup_db, upstream.base_url)
         try:
             tether.start()
             time.sleep(1.0)
-            suite = Suite(params, tether, upstream, pools, started)
+            suite = Suite(params, tether, upstream, pools, started, db=db, lookup=looked)
             suite.rss["idle after start"] = (procs.rss_bytes(tether.pid) or 0) / procs.MIB
             asyncio.run(main_async(suite))
+            tether.stop()  # the lookup rows run alone, on their own server and database
+            suite.tether = second.start()
+            suite.lookup["db"] = lookup_db
+            time.sleep(1.0)
+            asyncio.run(lookup_async(suite))
         finally:
             tether.stop()
+            second.stop()
             upstream.close()
-        if "Traceback" in tether.output():
-            print("tether logged a traceback:\n" + tether.output()[-3000:], file=sys.stderr)
+        for proc in (tether, second):
+            if "Traceback" in proc.output():
+                print("tether logged a traceback:\n" + proc.output()[-3000:], file=sys.stderr)
     elapsed = time.monotonic() - started
     now = procs.machine()["commit"]
     if now != machine["commit"]:
@@ -358,6 +539,7 @@ def main() -> int:
             params.n,
             load_before,
             args.quick,
+            suite.lookup,
         )
     )
     print("\n".join(lines))

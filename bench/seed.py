@@ -1,9 +1,12 @@
 """Seed conversations straight into Tether's SQLite file (before the server starts).
 
-The rows follow `src/tether/store/migrations/sqlite/0001_init.sql`: one `conversations` row
-(`last_seq` set), messages with gapless `seq` and JSON-encoded `content`, and optionally a
-checkpoint that covers all but the last 10 messages (what a long-lived, compacted conversation
-looks like: the model's view is the summary plus a short tail).
+The rows follow `src/tether/store/migrations/sqlite/` (0001_init.sql, 0003_history_hash.sql):
+one `conversations` row (`last_seq` set, and the transcript's `history_hash` / `history_len`
+computed exactly as Tether computes them, `tether.engine.fingerprint.chain`, so a full-history
+request naming a seeded conversation takes the path it takes on a conversation Tether wrote),
+messages with gapless `seq` and JSON-encoded `content`, and optionally a checkpoint that covers
+all but the last 10 messages (what a long-lived, compacted conversation looks like: the model's
+view is the summary plus a short tail).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import orjson
 
 from tether.compaction.summary import PROMPT_VERSION
 from tether.compaction.tokens import count_message, count_text
+from tether.engine.fingerprint import EMPTY, chain
+from tether.store import sqlite_sql as sql
+from tether.store.base import Message
 
 TENANT = "default"
 TAIL = 10  # messages a seeded checkpoint leaves in the view
@@ -57,6 +63,31 @@ def rows(size: int) -> list[tuple[int, str, str, int]]:
     return _ROWS[:size]
 
 
+_HASHES: list[bytes] = [EMPTY]
+
+
+def history_hash(size: int) -> bytes:
+    """The transcript hash of messages 1..size (what Tether stores as `history_hash`)."""
+    for seq in range(len(_HASHES), size + 1):
+        _HASHES.append(chain(_HASHES[-1], [Message(*text(seq))]))
+    return _HASHES[size]
+
+
+def distinct_text(n: int, seq: int) -> tuple[str, str]:
+    """(role, content) of message `seq` of distinct conversation `n`: the number is in the text,
+    so every distinct conversation has its own transcript hash."""
+    if seq % 2:
+        return "user", f"Conversation {n}, step {seq}: what changed in service-{n % 17}?"
+    return "assistant", f"Conversation {n}, step {seq}: two config keys of service-{n % 17}."
+
+
+def distinct_messages(n: int, size: int) -> list[dict[str, Any]]:
+    """Distinct conversation `n`'s transcript as OpenAI messages (what its client resends)."""
+    return [
+        dict(zip(("role", "content"), distinct_text(n, s), strict=True)) for s in range(1, size + 1)
+    ]
+
+
 def openai_messages(size: int) -> list[dict[str, Any]]:
     """The same transcript as OpenAI messages (what Tether sends upstream as history)."""
     return [{"role": text(s)[0], "content": text(s)[1]} for s in range(1, size + 1)]
@@ -85,8 +116,19 @@ class Seeder:
         transcript = rows(size)
         cur = self.conn.execute(
             "INSERT INTO conversations (tenant_id, id, title, model, last_seq, turn_count, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-            (TENANT, cid, f"bench {cid}", "scripted", size, size // 2, self.now, self.now),
+            "created_at, updated_at, history_hash, history_len) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                TENANT,
+                cid,
+                f"bench {cid}",
+                "scripted",
+                size,
+                size // 2,
+                self.now,
+                self.now,
+                history_hash(size),
+                size,
+            ),
         )
         pk = int(cur.lastrowid or 0)
         self.conn.executemany(
@@ -125,7 +167,57 @@ class Seeder:
             self.conn.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
         return pk
 
+    def distinct(self, prefix: str, count: int, size: int) -> None:
+        """Insert conversations `{prefix}-0` … `{prefix}-{count-1}`, `size` messages each, every
+        one with its own transcript (`distinct_text`); two executemany statements."""
+        start = int(
+            self.conn.execute("SELECT COALESCE(MAX(pk), 0) FROM conversations").fetchone()[0]
+        )
+        convs = []
+        msgs = []
+        for n in range(count):
+            pk = start + 1 + n
+            h = EMPTY
+            for seq in range(1, size + 1):
+                role, content = distinct_text(n, seq)
+                h = chain(h, [Message(role, content)])
+                tokens = count_message({"role": role, "content": content})
+                msgs.append((pk, seq, role, orjson.dumps(content).decode(), tokens, self.now))
+            cid = f"{prefix}-{n}"
+            at = self.now - count + n  # distinct activity times, the newest last
+            convs.append(
+                (pk, TENANT, cid, f"bench {cid}", "scripted", size, size // 2, at, at, h, size)
+            )
+        self.conn.executemany(
+            "INSERT INTO conversations (pk, tenant_id, id, title, model, last_seq, turn_count, "
+            "created_at, updated_at, history_hash, history_len) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            convs,
+        )
+        self.conn.executemany(
+            "INSERT INTO messages (conversation_pk, seq, role, content, tokens, created_at) "
+            "VALUES (?,?,?,?,?,?)",
+            msgs,
+        )
+        self.messages += count * size
+
     def close(self) -> None:
         self.conn.execute("COMMIT")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+
+
+def lookup_plan(db_path: Path, candidates: int = 2) -> list[str]:
+    """SQLite's plan (EXPLAIN QUERY PLAN) for the id-less lookup: the statement of
+    `SqliteStore.find_by_history` (src/tether/store/sqlite.py, copied) with `candidates`
+    hashes."""
+    marks = ",".join("?" * candidates)
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT {sql.CONV_COLS} FROM {sql.CONV_FROM} "
+            f"WHERE c.tenant_id = ? AND c.history_hash IN ({marks})",
+            (TENANT, *(bytes([i]) * 16 for i in range(candidates))),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [str(r[-1]) for r in rows]
