@@ -91,7 +91,7 @@ BAD_REQUESTS: list[tuple[str, Any, dict[str, Any], str, str | None]] = [
     ("user_content_null", msgs({"role": "user", "content": None}), {}, "invalid_request",
      "messages[0]"),
     ("stream_maybe", {**OK_BODY, "stream": "maybe"}, {}, "invalid_request", "stream"),
-    ("n_2", {**OK_BODY, "n": 2}, {}, "invalid_request", "n"),
+    ("n_2", {**OK_BODY, "n": 2}, {}, "n_not_supported", "n"),
     ("only_system", msgs({"role": "system", "content": "be nice"}), {}, "no_messages",
      "messages"),
     ("bad_history_mode", OK_BODY, {"X-Tether-History": "sometimes"}, "invalid_header",
@@ -248,11 +248,13 @@ def test_413_body_too_large(
     "messages",
     [
         [HI, {"role": "tool", "tool_call_id": "call_x", "content": "42"}],
-        [HI, {"role": "assistant", "content": None, "tool_calls": [CALL]}, HI],
+        # (a user message there closes the call instead: tests/test_e2e_continuity.py)
+        [HI, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+         {"role": "assistant", "content": "went on"}],
         [HI, {"role": "assistant", "content": "ok"}, {"role": "tool", "tool_call_id": "call_1",
                                                       "content": "42"}],
     ],
-    ids=["orphan_tool_result", "unanswered_tool_call", "tool_after_plain_assistant"],
+    ids=["orphan_tool_result", "assistant_after_unanswered_call", "tool_after_plain_assistant"],
 )  # fmt: skip
 @pytest.mark.parametrize("history", ["auto", "append"])
 def test_422_invalid_message_sequence(

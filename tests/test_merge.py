@@ -6,8 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tether.engine.fingerprint import EMPTY, SYNTHETIC, chain, prefix_hashes, same_message
+from tether.api.models import parse_message
+from tether.engine.fingerprint import (
+    EMPTY,
+    SYNTHETIC,
+    chain,
+    prefix_hashes,
+    raw_prefix_hashes,
+    same_message,
+)
+from tether.engine.incoming import Incoming
 from tether.engine.merge import merge
 from tether.errors import TetherError
 from tether.store.base import Message
@@ -208,3 +219,60 @@ def test_known_extension_needs_only_the_visible_tail() -> None:
     ]
     plan = merge(tail, None, request, extends=4)
     assert plan.fork_seq is None and [m.content for m in plan.new] == ["two"]
+
+
+# -- the transcript hash straight from the request's JSON ---------------------------------------
+
+_VALUES: list[Any] = [None, "", "x", 3, [], [{"type": "text", "text": "hi"}], {"a": 1}, ["s"]]
+_CALLS: list[Any] = [
+    None,
+    [],
+    [call('{"a": 1}')],
+    [call("not json")],
+    [{"id": "c", "function": {"name": "f", "arguments": "{}"}}],
+    [{"id": 3, "function": {"name": "f", "arguments": "{}"}}],
+    [{"id": "c", "type": None, "function": {"name": "f", "arguments": "{}"}}],
+    [{"id": "c", "function": {"name": "f", "arguments": {"a": 1}}}],
+    ["not a call"],
+]
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "tool", "system", "function", 7])},
+            optional={
+                "content": st.sampled_from(_VALUES),
+                "tool_calls": st.sampled_from(_CALLS),
+                "tool_call_id": st.sampled_from([None, "", "call_1", 5]),
+                "name": st.sampled_from([None, "ann", 1]),
+                "extra": st.just({"any": "thing"}),
+            },
+        ),
+        max_size=6,
+    )
+)
+def test_the_raw_hash_equals_the_parsed_one_and_exists_only_for_valid_messages(
+    raw: list[dict[str, Any]],
+) -> None:
+    incoming = Incoming(raw, lambda m, i: parse_message(m, i, 10_000))
+    try:
+        parsed = list(incoming)
+    except TetherError:
+        parsed = None
+    history = [m for m in raw if m.get("role") not in ("system", "developer")]
+    hashes = raw_prefix_hashes(raw, incoming.roles)
+    if parsed is None:
+        # an invalid instruction message is not hashed (it is parsed anyway); any other is
+        bad_history = any(_invalid(m) for m in history)
+        assert (hashes is None) == bad_history
+        return
+    assert hashes == prefix_hashes([m for m in parsed if m.role not in ("system", "developer")])
+
+
+def _invalid(raw: dict[str, Any]) -> bool:
+    try:
+        parse_message(raw, 0, 10_000)
+    except TetherError:
+        return True
+    return False

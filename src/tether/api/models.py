@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.config import JsonDict
 
 from tether.errors import TetherError
+from tether.store.base import Message
 
 
 class FunctionCall(BaseModel):
@@ -88,32 +89,68 @@ class ChatRequest(BaseModel):
     n: int | None = Field(None, ge=1, strict=True)
 
 
+class ChatBody(ChatRequest):
+    """What the route validates up front. The messages are checked one by one as the engine
+    reads them (`parse_message`, engine/incoming.py): a full-history client's resent messages
+    that are already stored are never parsed into records."""
+
+    messages: list[Any] = Field(min_length=1)
+
+
 # Fields Tether consumes itself; everything else in the body goes to the upstream as sent.
 OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "conversation"})
 
 
-def parse_chat_request(data: dict[str, Any]) -> ChatRequest:
+def _invalid(exc: ValidationError, prefix: str = "") -> TetherError:
+    first = exc.errors()[0]
+    loc = first.get("loc", ())
+    param = prefix + "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i or prefix else str(p))
+        for i, p in enumerate(loc)
+        if not (isinstance(p, str) and p in ("str", "list[dict[str,any]]"))
+    )
+    msg = first.get("msg", "invalid value")
+    return TetherError(400, "invalid_request", f"{param or 'body'}: {msg}", param=param or None)
+
+
+def parse_chat_request(data: dict[str, Any]) -> ChatBody:
     try:
-        return ChatRequest.model_validate(data)
+        return ChatBody.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = first.get("loc", ())
-        param = "".join(
-            f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
-            for i, p in enumerate(loc)
-            if not (isinstance(p, str) and p in ("str", "list[dict[str,any]]"))
-        )
-        msg = first.get("msg", "invalid value")
+        raise _invalid(exc) from None
+
+
+def parse_message(raw: Any, index: int, max_content_chars: int) -> Message:
+    """Message `index` of a request, validated (400 naming it) and within the content limit."""
+    try:
+        m = ChatMessage.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, f"messages[{index}]") from None
+    content = m.content
+    if isinstance(content, list):
+        size = sum(len(str(p.get("text") or p.get("image_url") or "")) for p in content)
+    else:
+        size = len(content or "")
+    if size > max_content_chars:
         raise TetherError(
-            400, "invalid_request", f"{param or 'body'}: {msg}", param=param or None
-        ) from None
+            413,
+            "content_too_large",
+            f"message {index} holds {size:,} characters; the limit is {max_content_chars:,}",
+            param=f"messages[{index}].content",
+        )
+    return Message(
+        role=m.role,
+        content=content,
+        tool_calls=[c.model_dump() for c in m.tool_calls] if m.tool_calls else None,
+        tool_call_id=m.tool_call_id,
+        name=m.name,
+        extra=m.model_extra or None,
+    )
 
 
-def check_limits(
-    chat: ChatRequest, max_messages: int, max_content_chars: int, full_history: bool = False
-) -> None:
-    """What Tether does not take on: several choices (400), requests within the body limit that
-    are still too big (413)."""
+def check_limits(chat: ChatBody, max_messages: int, full_history: bool = False) -> None:
+    """What Tether does not take on: several choices (400), more messages than the limit (413;
+    content sizes are checked message by message, `parse_message`)."""
     if chat.n is not None and chat.n > 1:
         raise TetherError(
             400,
@@ -132,16 +169,3 @@ def check_limits(
             f"{len(chat.messages)} messages in one request; the limit is {max_messages}",
             param="messages",
         )
-    for i, m in enumerate(chat.messages):
-        content = m.content
-        if isinstance(content, list):
-            size = sum(len(str(p.get("text") or p.get("image_url") or "")) for p in content)
-        else:
-            size = len(content or "")
-        if size > max_content_chars:
-            raise TetherError(
-                413,
-                "content_too_large",
-                f"message {i} holds {size:,} characters; the limit is {max_content_chars:,}",
-                param=f"messages[{i}].content",
-            )

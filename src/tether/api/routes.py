@@ -15,13 +15,14 @@ from starlette.routing import Route
 from tether.api import turns
 from tether.api.access import owned, state_of
 from tether.api.body import read_json_object
-from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request
+from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request, parse_message
 from tether.api.openapi import get_openapi
 from tether.api.responses import json_response
 from tether.api.sse import replay_stream, turn_stream
 from tether.api.state import AppState
 from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
+from tether.engine.incoming import Incoming
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.merge import HistoryMode
 from tether.engine.types import ConcurrencyMode, MatchMode, TurnRequest, etag
@@ -30,7 +31,6 @@ from tether.store.base import (
     Conversation,
     IdempotencyKey,
     IdempotencyRecord,
-    Message,
 )
 
 _HISTORY_MODES = ("auto", "append", "replay")
@@ -85,22 +85,13 @@ async def chat_completions(request: Request) -> Response:
     chat = parse_chat_request(data)
     conversation_id = _conversation_id(request, chat.conversation)
     history = cast(HistoryMode, _choice(request, "X-Tether-History", _HISTORY_MODES))
-    full = history == "replay" or (
-        history == "auto" and any(m.role == "assistant" for m in chat.messages)
-    )
-    check_limits(chat, state.settings.max_messages, state.settings.max_content_chars, full)
+    limit = state.settings.max_content_chars
+    messages = Incoming(chat.messages, lambda raw, i: parse_message(raw, i, limit))
+    full = history == "replay" or (history == "auto" and "assistant" in messages.roles)
+    check_limits(chat, state.settings.max_messages, full)
+    if not full:
+        list(messages)  # a bridge's messages are all new: validate them all now
     compaction = cast(CompactionMode, _choice(request, "X-Tether-Compaction", _COMPACTION_MODES))
-    messages = [
-        Message(
-            role=m.role,
-            content=m.content,
-            tool_calls=[c.model_dump() for c in m.tool_calls] if m.tool_calls else None,
-            tool_call_id=m.tool_call_id,
-            name=m.name,
-            extra=m.model_extra or None,
-        )
-        for m in chat.messages
-    ]
     params = {k: v for k, v in data.items() if k not in OWN_FIELDS}
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     req = TurnRequest(

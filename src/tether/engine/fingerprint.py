@@ -115,3 +115,78 @@ def prefix_hashes(history: Sequence[Message]) -> list[bytes]:
         h = blake2b(h + key(m), digest_size=16).digest()
         out.append(h)
     return out
+
+
+# -- straight from the request's JSON -----------------------------------------------------------
+_ROLES = frozenset({"user", "assistant", "tool"})
+_NEEDS_CONTENT = frozenset({"user"})
+
+
+def _raw_calls(calls: Any) -> list[Any] | None:
+    """`_calls` of a raw tool_calls value, or a ValueError where the request model would
+    refuse it."""
+    if not isinstance(calls, list):
+        raise ValueError
+    out = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict):
+            raise ValueError
+        call_id, name, args = c.get("id"), fn.get("name"), fn.get("arguments")
+        kind = c.get("type", "function")
+        if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(args, str)):
+            raise ValueError
+        if not isinstance(kind, str):
+            raise ValueError
+        out.append((call_id, name, arguments(args)))
+    return out or None
+
+
+def _raw_key(m: Any) -> bytes:
+    """`key` of a raw history message, or a ValueError wherever the request model (api/models.py,
+    `ChatMessage`) would refuse the message: only a valid message gets a key."""
+    if not isinstance(m, dict):
+        raise ValueError
+    role, content = m.get("role"), m.get("content")
+    if role not in _ROLES:
+        raise ValueError
+    if type(content) is str:
+        text: Any = content or ""
+    elif content is None:
+        if role in _NEEDS_CONTENT:
+            raise ValueError
+        text = ""
+    elif isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        text = _content(content)
+    else:
+        raise ValueError
+    name = m.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError
+    calls = m.get("tool_calls")
+    parsed = None if calls is None else _raw_calls(calls)
+    call_id = m.get("tool_call_id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise ValueError
+    if role == "tool" and not call_id:
+        raise ValueError
+    if role == "assistant" and content is None and not parsed:
+        raise ValueError
+    return orjson.dumps((role, text, parsed, call_id or None))
+
+
+def raw_prefix_hashes(raw: Sequence[Any], roles: Sequence[str | None]) -> list[bytes] | None:
+    """`prefix_hashes` of a request's history messages, from their JSON (`roles` as
+    engine/incoming.py reads them); None if any of them is not a valid message, so the caller
+    parses them all and reports the error."""
+    h = EMPTY
+    out = [h]
+    try:
+        for m, role in zip(raw, roles, strict=True):
+            if role in INSTRUCTION_ROLES:
+                continue
+            h = blake2b(h + _raw_key(m), digest_size=16).digest()
+            out.append(h)
+    except (ValueError, TypeError):
+        return None
+    return out

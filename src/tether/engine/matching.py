@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tether.store.base import Conversation, Message, Store
+from tether.store.base import Conversation, Store
 
 _MAX_FORK_DEPTH = 32
 
@@ -37,13 +37,14 @@ def extends(conv: Conversation, hashes: Sequence[bytes]) -> bool:
 async def continued(
     store: Store,
     tenant_id: str,
-    incoming: Sequence[Message],
+    roles: Sequence[str | None],
     hashes: Sequence[bytes],
     within: Conversation | None = None,
 ) -> Conversation | None:
     """The conversation (of the tenant; a fork of `within` if given) whose whole transcript is a
-    prefix of `incoming` ending in an assistant message, with something left to add."""
-    candidates = [hashes[j] for j in range(1, len(incoming)) if incoming[j - 1].role == "assistant"]
+    prefix of the request's history (whose `roles` are given) ending in an assistant message,
+    with something left to add."""
+    candidates = [hashes[j] for j in range(1, len(roles)) if roles[j - 1] == "assistant"]
     found = await store.find_by_history(tenant_id, candidates)
     if within is not None:
         found = [c for c in found if c.pk != within.pk and await _descends(store, c, within)]

@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tether.engine.fingerprint import INSTRUCTION_ROLES, is_history, same_message, text_of
+from tether.engine.fingerprint import (
+    INSTRUCTION_ROLES,
+    is_history,
+    prefix_hashes,
+    raw_prefix_hashes,
+    same_message,
+    text_of,
+)
+from tether.engine.incoming import Incoming, roles_of
 from tether.errors import TetherError
 from tether.store.base import Message
 
@@ -28,6 +36,8 @@ __all__ = [
     "INSTRUCTION_ROLES",
     "HistoryMode",
     "MergePlan",
+    "history_hashes",
+    "history_roles",
     "incoming_of",
     "merge",
     "mode_of",
@@ -51,12 +61,32 @@ class MergePlan:
 
 def mode_of(request: Sequence[Message], mode: HistoryMode) -> HistoryMode:
     if mode == "auto":
-        return "replay" if any(m.role == "assistant" for m in request) else "append"
+        return "replay" if "assistant" in roles_of(request) else "append"
     return mode
 
 
 def incoming_of(request: Sequence[Message]) -> list[Message]:
-    return [m for m in request if m.role not in INSTRUCTION_ROLES]
+    """The request's history messages (all of them parsed)."""
+    return [request[i] for i in _history_indexes(request)]
+
+
+def _history_indexes(request: Sequence[Message]) -> list[int]:
+    return [i for i, role in enumerate(roles_of(request)) if role not in INSTRUCTION_ROLES]
+
+
+def history_roles(request: Sequence[Message]) -> list[str | None]:
+    return [role for role in roles_of(request) if role not in INSTRUCTION_ROLES]
+
+
+def history_hashes(request: Sequence[Message]) -> list[bytes]:
+    """The prefix hashes of the request's history (engine/fingerprint.py): straight from its
+    JSON where it came as JSON and every message is valid, else from the parsed messages (which
+    reports an invalid one)."""
+    if isinstance(request, Incoming):
+        hashes = raw_prefix_hashes(request.raw, request.roles)
+        if hashes is not None:
+            return hashes
+    return prefix_hashes(incoming_of(request))
 
 
 def _system_in_effect(stored: Sequence[Message], through_seq: int) -> str | None:
@@ -113,9 +143,12 @@ def merge(
     """The plan for `request` on a conversation holding `stored`. `extends`: the number of the
     request's history messages already known (by transcript hash) to be the stored transcript,
     so `stored` need only hold what the model sees."""
-    instructions = [m for m in request if m.role in INSTRUCTION_ROLES]
-    incoming = incoming_of(request)
-    if not incoming:
+    indexes = _history_indexes(request)
+    if extends is None:
+        list(request)  # a request compared in full is parsed (validated) in order
+    history_at = set(indexes)
+    instructions = [request[i] for i in range(len(request)) if i not in history_at]
+    if not indexes:
         raise TetherError(
             400,
             "no_messages",
@@ -124,12 +157,14 @@ def merge(
         )
     history = [m for m in stored if m.role not in INSTRUCTION_ROLES]
     fork_seq: int | None = None
-    new = incoming
     matched = 0
-    if mode_of(request, mode) == "replay":
-        if extends is not None:
+    if mode_of(request, mode) != "replay":
+        new = [request[i] for i in indexes]
+    else:
+        if extends is not None:  # only what the request adds is read
             matched = extends
         else:
+            incoming = [request[i] for i in indexes]
             i, matched = _walk(history, 0, incoming)
             if i < len(history):
                 trimmed = _trimmed(history, incoming) if matched == 0 else None
@@ -138,7 +173,7 @@ def merge(
                 else:
                     fork_seq = history[i - 1].seq if i else 0
                     history = history[:i]
-        new = incoming[matched:]
+        new = [request[i] for i in indexes[matched:]]
         if not new:
             raise TetherError(
                 400,

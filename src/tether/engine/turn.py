@@ -27,11 +27,11 @@ from tether.engine.cache import CachedView, Lru, extended
 from tether.engine.catalog import ModelCatalog
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
-from tether.engine.fingerprint import chain, is_history, prefix_hashes
+from tether.engine.fingerprint import chain, is_history
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
 from tether.engine.matching import continued, extends
-from tether.engine.merge import INSTRUCTION_ROLES, incoming_of, mode_of
+from tether.engine.merge import INSTRUCTION_ROLES, history_hashes, history_roles, mode_of
 from tether.engine.types import (
     RunningTurn,
     TurnInfo,
@@ -164,7 +164,7 @@ class Engine:
         if cid is None:
             if hashes is None:
                 return None
-            found = await continued(self.store, req.tenant_id, incoming_of(req.messages), hashes)
+            found = await continued(self.store, req.tenant_id, history_roles(req.messages), hashes)
             return found.id if found else None
         known = self.canonical.get((req.tenant_id, cid))
         conv: Conversation | None = None
@@ -192,7 +192,7 @@ class Engine:
             return cid
         if hashes is not None and not extends(conv, hashes):
             fork = await continued(
-                self.store, req.tenant_id, incoming_of(req.messages), hashes, within=conv
+                self.store, req.tenant_id, history_roles(req.messages), hashes, within=conv
             )
             if fork is not None:
                 log.info("turn.fork_continued", conversation=conv.id, fork=fork.id)
@@ -206,7 +206,7 @@ class Engine:
         try:
             hashes = None
             if req.match != "off" and mode_of(req.messages, req.history) == "replay":
-                hashes = prefix_hashes(incoming_of(req.messages))
+                hashes = history_hashes(req.messages)
             lock_id = await self._lock_id(req, hashes)
             reject = req.concurrency == "reject"
             async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):

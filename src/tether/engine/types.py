@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ MatchMode = Literal["auto", "off"]
 class TurnRequest:
     tenant_id: str
     conversation_id: str | None
-    messages: list[Message]
+    messages: Sequence[Message]  # engine/incoming.py: parsed as read
     model: str | None
     stream: bool
     include_usage: bool
