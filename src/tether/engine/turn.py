@@ -27,11 +27,11 @@ from tether.engine.cache import CachedView, Lru, extended
 from tether.engine.catalog import ModelCatalog
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
-from tether.engine.fingerprint import chain, is_history
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
 from tether.engine.matching import continued, extends
 from tether.engine.merge import INSTRUCTION_ROLES, history_hashes, history_roles, mode_of
+from tether.engine.reply import chunk_meta, estimated_usage, fill_required, history_after
 from tether.engine.types import (
     RunningTurn,
     TurnInfo,
@@ -453,7 +453,7 @@ class Engine:
         async with self._deadline(turn):
             response = await self.upstream.complete(body)
         turn.first_token_at = time.time()
-        _fill_required(response)
+        fill_required(response)
         choices = response.get("choices") or [{}]
         usage = response.get("usage")
         reply = assistant_message(
@@ -506,15 +506,15 @@ class Engine:
         if usage is None:
             # asked for (stream_options.include_usage) but not sent: llama.cpp's Python server
             # ignores it. The turn's record gets Tether's own counts, marked as estimates.
-            usage = _estimated_usage(target.prompt_tokens(), reply.tokens)
+            usage = estimated_usage(target.prompt_tokens(), reply.tokens)
             if req.include_usage:
-                held.append({**_chunk_meta(acc, turn), "choices": [], "usage": usage})
+                held.append({**chunk_meta(acc, turn), "choices": [], "usage": usage})
         turn.usage = usage
         info = _info(target, turn, outcome)
         finish = next((c for c in held if c.get("choices")), None)
         if finish is None:
             finish = {
-                **_chunk_meta(acc, turn),
+                **chunk_meta(acc, turn),
                 "choices": [
                     {"index": 0, "delta": {}, "finish_reason": acc.finish_reason or "stop"}
                 ],
@@ -567,7 +567,7 @@ class Engine:
                     view_epoch=target.epoch,
                     inherit_checkpoint=target.checkpoint if target.forked_from else None,
                     response=stored,
-                    **_history_after(target, reply),
+                    **history_after(target, reply),
                 )
             )
             updated = await asyncio.shield(commit)
@@ -648,47 +648,6 @@ class Engine:
             running.ready.set_exception(error)
         elif not running.stream:
             running.result.set_exception(error)
-
-
-def _chunk_meta(acc: Assembled, turn: TurnRecord) -> dict[str, Any]:
-    return {
-        "id": acc.chunk_id,
-        "object": "chat.completion.chunk",
-        "created": acc.created or int(time.time()),
-        "model": acc.model or turn.model,
-    }
-
-
-def _estimated_usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "estimated": True,  # Tether's offline counts (docs/tokens.md), not the upstream's
-    }
-
-
-def _fill_required(response: dict[str, Any]) -> None:
-    """Fields the Chat Completions response schema requires that an upstream left out (many
-    OpenAI-compatible servers omit `refusal` and `logprobs`): typed clients expect them."""
-    for choice in response.get("choices") or ():
-        if isinstance(choice, dict):
-            choice.setdefault("logprobs", None)
-            message = choice.get("message")
-            if isinstance(message, dict):
-                message.setdefault("content", None)
-                message.setdefault("refusal", None)
-
-
-def _history_after(target: Target, reply: Message) -> dict[str, Any]:
-    """The transcript's hash and length once the turn's messages are appended."""
-    if target.base_hash is None or target.base_len is None:
-        return {}
-    added = [*target.plan.new, reply]
-    return {
-        "history_hash": chain(target.base_hash, added),
-        "history_len": target.base_len + sum(1 for m in added if is_history(m)),
-    }
 
 
 def _log_size(running: RunningTurn) -> int:
