@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
-import sys
+import sqlite3
 import time
 from typing import Annotated, Any
 
-import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tether import __version__
+from tether import __version__, logs
 from tether.api import serving
 from tether.api.app import create_app
 from tether.api.auth import KEY_PREFIX, OPEN_TENANT, hash_key, new_key
@@ -23,7 +21,7 @@ from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
-from tether.store.sqlite_db import claim_single_server
+from tether.store.sqlite_files import claim_single_server
 from tether.upstream import local
 
 app = typer.Typer(
@@ -59,28 +57,27 @@ DbOpt = Annotated[
 
 
 def setup_logging(level: str) -> None:
-    lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("httpx2").setLevel(max(lvl, logging.WARNING))
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    """One line per event on stderr, written by a thread; plain tracebacks without locals,
+    secrets redacted (tether/logs.py)."""
+    logs.setup(level)
 
 
 async def _with_store(settings: Settings, fn: Any) -> Any:
-    store = open_store(settings.database_url)
-    await store.open()
+    """Open and migrate the database, run `fn`. A database that cannot be used (disk full,
+    read-only, a newer schema, a bad URL) is one line on stderr and exit code 2, not a
+    traceback."""
     try:
-        await store.migrate()
-        return await fn(store)
-    finally:
-        await store.close()
+        store = open_store(settings.database_url)
+        await store.open()
+        try:
+            await store.migrate()
+            return await fn(store)
+        finally:
+            await store.close()
+    except (TetherError, ValueError, OSError, sqlite3.Error) as exc:
+        message = exc.message if isinstance(exc, TetherError) else str(exc)
+        err.print(f"[red]error:[/red] {settings.database_url}: {message}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _banner(settings: Settings, keys: int, local_model: bool = False) -> None:
@@ -148,8 +145,8 @@ def serve(
     if settings.database_url.startswith("sqlite:///"):
         try:
             _held.append(claim_single_server(settings.database_url))
-        except RuntimeError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+        except (RuntimeError, OSError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(2) from None
 
     async def prepare(store: Store) -> int:

@@ -171,6 +171,27 @@ class Settings(BaseSettings):
         "o200k_base: ~87 MB, closer for CJK).",
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    # the HTTP front (api/protocol.py)
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Largest request head (request line and headers; 431 beyond)."
+    )
+    max_headers: int = Field(100, ge=8, description="Most headers one request may carry (431).")
+    request_read_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a client has to send a whole request (head and body), from "
+        "connecting or from its first byte (408, or closed if it sent nothing).",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle kept-alive connection stays open."
+    )
+    max_connections: int = Field(
+        4096,
+        ge=16,
+        description="Connections open at once (at most the file-descriptor limit less 256); "
+        "past it the longest-waiting connection without a whole request is closed, or the new "
+        "one gets 503 too_many_connections.",
+    )
 
     @property
     def upstream_configured(self) -> bool:

@@ -1,13 +1,79 @@
-"""Reading a request body: content type, size limit (also for chunked bodies), JSON."""
+"""Reading a request body: content type, size limit (also for chunked bodies), JSON, nesting.
+
+The nesting limit (MAX_DEPTH arrays and objects, the body itself included) is checked at parse
+time, so nothing accepted can fail to serialise later: orjson writes at most 255 levels, and a
+body nested 256 deep once crashed its turn (a 500, after 17 s of logging on the event loop).
+Deep enough for real tool schemas (a JSON Schema nests two levels per property level).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from tether.errors import TetherError
+
+MAX_DEPTH = 64
+ORJSON_DEPTH = 254  # orjson.dumps raises past this many levels
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest more than `limit` levels (iterative: no recursion limit)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def _deep_path(value: Any, limit: int) -> str:
+    """Where the nesting first goes past `limit`: `messages[0].extra.a[3]…` (at most 12 steps)."""
+    steps: list[str] = []
+    node = value
+    for depth in range(limit):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(child, dict | list) and _too_deep(child, limit - depth - 1):
+                if len(steps) < 12:
+                    steps.append(f".{key}" if isinstance(node, dict) else f"[{key}]")
+                node = child
+                break
+    path = "".join(steps).lstrip(".")
+    return path + ("…" if limit > 12 else "")
+
+
+def check_depth(data: Any, body: bytes, limit: int = MAX_DEPTH) -> None:
+    """400 `invalid_request` (param: where) if `data` nests more than `limit` levels. Cheap
+    for most bodies: fewer brackets than the limit cannot nest deeper."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return
+    # orjson writes up to ORJSON_DEPTH levels: `data` under (ORJSON_DEPTH - limit) more lists
+    # serialises iff it nests `limit` levels at most — one pass in C (0.5 ms for 4,096
+    # messages, against 5-15 ms walking them in Python)
+    wrapped: Any = data
+    for _ in range(ORJSON_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+        return
+    except orjson.JSONEncodeError:
+        if not _too_deep(data, limit):  # failed for another reason: not ours to judge here
+            return
+    where = _deep_path(data, limit)
+    raise TetherError(
+        400,
+        "invalid_request",
+        f"the body nests arrays and objects more than {limit} levels deep (at {where})",
+        param=where.split(".", 1)[0].split("[", 1)[0] or None,
+    )
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
@@ -27,17 +93,22 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         raise too_big
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise too_big
-        parts.append(part)
     try:
-        data = orjson.loads(b"".join(parts))
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise too_big
+            parts.append(part)
+    except ClientDisconnect:  # gone (or closed by the server: too slow, or to make room)
+        raise TetherError(400, "client_disconnected", "the client left mid-body") from None
+    body = b"".join(parts)
+    try:
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise TetherError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise TetherError(
             400, "invalid_request", f"the body must be a JSON object, not {type(data).__name__}"
         )
+    check_depth(data, body)
     return data

@@ -1,12 +1,15 @@
 """Run the app under uvicorn with Tether's shutdown: on SIGTERM (or Ctrl-C) stop taking new turns
 (503 + Retry-After, /health 503), let running turns finish within the grace period, stop the rest
 (recorded incomplete, their streams end with an error event), then exit 0. A second signal stops
-at once. Also: the cyclic garbage collector tuned for a server holding a large cache."""
+at once. The HTTP front is httptools with Tether's limits (api/protocol.py: head size and
+count, read timeout, connection cap). Also: the cyclic garbage collector tuned for a server
+holding a large cache."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import resource
 from types import FrameType
 
 import structlog
@@ -14,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tether.api.protocol import Limits, protocol_class
 from tether.config import Settings
 
 log = structlog.get_logger("tether.serve")
@@ -78,6 +82,36 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+FD_RESERVE = 256  # file descriptors kept for everything but client connections
+
+
+def connection_cap(wanted: int) -> int:
+    """The connection cap that fits the file-descriptor limit: the soft limit is raised to
+    the hard one first; the cap leaves FD_RESERVE descriptors for SQLite, the upstream, logs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover - not allowed here: keep the soft one
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    cap = min(wanted, max(16, soft - FD_RESERVE))
+    if cap < wanted:
+        log.warning("serve.connections_capped", wanted=wanted, cap=cap, fd_limit=soft)
+    return cap
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        read_timeout=settings.request_read_timeout,
+        max_connections=connection_cap(settings.max_connections),
+    )
+
+
 def run(app: Starlette, settings: Settings) -> None:
     tune_gc()
     config = uvicorn.Config(
@@ -85,7 +119,8 @@ def run(app: Starlette, settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits(settings)),
+        timeout_keep_alive=settings.keep_alive_timeout,
         log_level="warning",
         access_log=False,
         # turns are drained before uvicorn's own shutdown; this only bounds closing streams

@@ -19,21 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import structlog
 
 from tether.errors import TetherError
+from tether.store.sqlite_files import Files, check_schema_version, sqlite_path
+
+__all__ = ["Database", "sqlite_path", "storage_error", "storage_errors"]
 
 T = TypeVar("T")
 log = structlog.get_logger("tether.store")
 CHECKPOINT_EVERY = 500  # writes on the loop's connection between passive WAL checkpoints
+# journal_size_limit, and the WAL size past which a checkpoint truncates it: under sustained
+# writes a passive checkpoint never catches up, the WAL is never restarted, and it grew to
+# 3.8 GB beside a 1.1 GB database in a 25-minute run (bench/wal.py measures it)
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 # primary result codes meaning "the database cannot be used right now" (not a bug of ours)
 _UNAVAILABLE = frozenset(
@@ -80,30 +86,6 @@ def storage_errors() -> Iterator[None]:
         raise mapped from exc
 
 
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///rel/path.db` or `sqlite:////abs/path.db` → Path."""
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
-    return Path(url[len("sqlite:///") :])
-
-
-def claim_single_server(url: str) -> IO[bytes]:
-    """Take the file lock that lets one `tether serve` at a time use this SQLite file (turns
-    are serialised per conversation in-process). Kept for the life of the returned file."""
-    path = sqlite_path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(f"{path}.lock", "wb")  # noqa: SIM115
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RuntimeError(
-            f"another `tether serve` is already using {path}: SQLite serves one process "
-            "(stop the other one, or use another database file)"
-        ) from None
-    return handle
-
-
 class _Locked(Exception):
     """BEGIN IMMEDIATE found the database locked (SQLITE_BUSY)."""
 
@@ -125,18 +107,31 @@ class Database:
         self._inline: sqlite3.Connection | None = None  # the event loop thread's connection
         self._inline_thread: int | None = None
         self._inline_writes = 0
+        self.files: Files | None = None  # set at the first connection
+        self.wal_truncations = 0
+        self._checkpointing = False
 
     def _connect(self, busy_timeout_ms: int, autocheckpoint: bool) -> sqlite3.Connection:
+        self._guard()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         if not autocheckpoint:
             conn.execute("PRAGMA wal_autocheckpoint=0")
+        check_schema_version(conn, self.path)
         with self._lock:
             self._connections.append(conn)
+            if self.files is None:
+                self.files = Files(self.path)
         return conn
+
+    def _guard(self) -> None:
+        """503 if the open file is no longer the database's (Files.check)."""
+        if self.files is not None:
+            self.files.check()
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (the writer thread's and the readers'): waits up to 5 s."""
@@ -156,7 +151,9 @@ class Database:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             with storage_errors():
-                return fn(self._conn())
+                conn = self._conn()
+                self._guard()
+                return fn(conn)
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, run)
@@ -170,6 +167,7 @@ class Database:
                 conn = self._loop_conn()
                 if conn is None:
                     return None
+                self._guard()
                 conn.execute("BEGIN")
                 try:
                     return fn(conn)
@@ -180,9 +178,10 @@ class Database:
                     return None
                 raise
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """One write transaction; _Locked if another connection holds the write lock."""
+    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction; _Locked if another connection holds the write lock. The
+        files are checked before and after: a commit into a deleted file is no commit."""
+        self._guard()
         with storage_errors():
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -198,7 +197,8 @@ class Database:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
-            return result
+        self._guard()
+        return result
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with storage_errors():
@@ -209,9 +209,7 @@ class Database:
             except _Locked:
                 pass  # someone else is writing: wait for the lock on the writer thread
             else:
-                self._inline_writes += 1
-                if self._inline_writes % CHECKPOINT_EVERY == 0:
-                    self._writer.submit(self._checkpoint)
+                self._after_inline_write()
                 return result
 
         def run() -> T:
@@ -224,11 +222,35 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, run)
 
+    def _after_inline_write(self) -> None:
+        """A checkpoint on the writer thread every CHECKPOINT_EVERY writes, or at once when
+        the WAL has grown past WAL_LIMIT_BYTES (one fstat per write)."""
+        self._inline_writes += 1
+        if self._checkpointing:
+            return
+        files = self.files
+        wal = files.wal_bytes() if files is not None else 0
+        if self._inline_writes % CHECKPOINT_EVERY == 0 or wal > WAL_LIMIT_BYTES:
+            self._checkpointing = True
+            self._writer.submit(self._checkpoint)
+
     def _checkpoint(self) -> None:
+        """Passive (never waits); if the WAL is still past WAL_LIMIT_BYTES — a passive one
+        cannot restart a log that writers keep appending to, so it only grows — a truncating
+        one, which waits (up to the busy timeout) for readers and makes new writers wait (the
+        loop's writes fall back to this thread meanwhile)."""
         try:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
+            conn = self._conn()
+            self._guard()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            files = self.files
+            if files is not None and files.wal_bytes() > WAL_LIMIT_BYTES:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self.wal_truncations += 1
+        except (sqlite3.Error, TetherError) as exc:
             log.warning("store.checkpoint_failed", error=str(exc))
+        finally:
+            self._checkpointing = False
 
     async def close(self) -> None:
         def close_all() -> None:
@@ -241,3 +263,6 @@ class Database:
         self._readers.shutdown(wait=True)
         close_all()
         self._inline = self._inline_thread = None
+        if self.files is not None:
+            self.files.close()
+            self.files = None
