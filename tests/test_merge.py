@@ -15,6 +15,7 @@ from tether.engine.fingerprint import (
     SYNTHETIC,
     chain,
     prefix_hashes,
+    raw_extends,
     raw_prefix_hashes,
     same_message,
 )
@@ -266,8 +267,18 @@ def test_the_raw_hash_equals_the_parsed_one_and_exists_only_for_valid_messages(
         # an invalid instruction message is not hashed (it is parsed anyway); any other is
         bad_history = any(_invalid(m) for m in history)
         assert (hashes is None) == bad_history
+        if bad_history:  # never taken as the stored transcript either
+            first_bad = next(i for i, m in enumerate(history) if _invalid(m))
+            stand_in = [Message("user", "x")] * (first_bad + 1)
+            assert not raw_extends(raw, stand_in)
         return
-    assert hashes == prefix_hashes([m for m in parsed if m.role not in ("system", "developer")])
+    history_parsed = [m for m in parsed if m.role not in ("system", "developer")]
+    assert hashes == prefix_hashes(history_parsed)
+    # the direct comparison with a cached transcript agrees, and a changed message is caught
+    assert raw_extends(raw, history_parsed)
+    if history_parsed:
+        changed = [*history_parsed[:-1], Message("user", "something else entirely")]
+        assert not raw_extends(raw, changed)
 
 
 def _invalid(raw: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from tether.engine.cache import CachedView, Lru, cached_view
 from tether.engine.dangling import close_dangling
 from tether.engine.fingerprint import EMPTY, chain, is_history
 from tether.engine.ids import mint_conversation_id
-from tether.engine.matching import extends
+from tether.engine.matching import HistoryProbe
 from tether.engine.merge import MergePlan, merge, mode_of
 from tether.engine.types import TurnRequest, title_of, with_tokens
 from tether.store.base import Checkpoint, Conversation, Message, NewConversation, Store
@@ -106,12 +106,12 @@ async def load_target(
     lock_id: str | None,
     model: str,
     views: Lru[tuple[str, str], CachedView] | None = None,
-    hashes: list[bytes] | None = None,
+    probe: HistoryProbe | None = None,
     close_dangling_calls: bool = True,
 ) -> Target:
-    """`hashes`: the prefix hashes of a full-history request's history (engine/fingerprint.py);
-    when they show the request extends the stored transcript, only the part the model sees is
-    read (from the view cache if it is there), never the whole transcript."""
+    """`probe`: a full-history request's history (engine/matching.py); when it extends the
+    stored transcript, only the part the model sees is read (from the view cache if it is
+    there), never the whole transcript."""
     mode = mode_of(req.messages, req.history)
     full = mode == "replay"  # a full-history client is compared with the whole transcript
     conv: Conversation | None = None
@@ -122,24 +122,22 @@ async def load_target(
     if lock_id is not None:
         key = (req.tenant_id, lock_id)
         cached = views.get(key) if views is not None else None
-        if cached is not None:  # current: see engine/cache.py
-            conv, checkpoint, stored = cached.conv, cached.checkpoint, cached.messages
-        if full and (conv is None or hashes is None or not extends(conv, hashes)):
-            cached = None  # compare with the whole transcript
-        elif full:
-            known = conv.history_len if conv is not None else None
         if cached is None:
-            loaded = await store.load_conversation(req.tenant_id, lock_id, full and known is None)
-            conv = loaded.conversation
-            if conv is not None:
-                checkpoint, stored = loaded.checkpoint, loaded.messages or []
-                if full and hashes is not None and extends(conv, hashes):
-                    known = conv.history_len
-                covers = checkpoint.covers_through_seq if checkpoint else 0
-                tail = [m for m in stored if m.seq > covers] if full else stored
-                cached = cached_view(conv, checkpoint, tail)
+            loaded = await store.load_conversation(req.tenant_id, lock_id, False)
+            if loaded.conversation is not None:
+                tail = loaded.messages or []
+                cached = cached_view(loaded.conversation, loaded.checkpoint, tail)
                 if views is not None:
                     views.put(key, cached)
+        if cached is not None:  # current: see engine/cache.py
+            conv, checkpoint, stored = cached.conv, cached.checkpoint, cached.messages
+            if full:
+                known = probe.known(conv, cached) if probe is not None else None
+                if known is None:  # compared with the whole transcript
+                    loaded = await store.load_conversation(req.tenant_id, lock_id, True)
+                    if loaded.conversation is not None:
+                        conv, checkpoint = loaded.conversation, loaded.checkpoint
+                        stored = loaded.messages or []
     plan = merge(stored, conv.system_prompt if conv else None, req.messages, mode, known)
     if close_dangling_calls:
         closed_new, closed = close_dangling(plan.history, plan.new)

@@ -29,8 +29,8 @@ from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
 from tether.engine.ids import is_server_minted, mint_turn_id
 from tether.engine.locks import ConversationLocks
-from tether.engine.matching import continued, extends
-from tether.engine.merge import INSTRUCTION_ROLES, history_hashes, history_roles, mode_of
+from tether.engine.matching import HistoryProbe, continued
+from tether.engine.merge import INSTRUCTION_ROLES, mode_of
 from tether.engine.reply import chunk_meta, estimated_usage, fill_required, history_after
 from tether.engine.types import (
     RunningTurn,
@@ -157,26 +157,24 @@ class Engine:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
 
-    async def _lock_id(self, req: TurnRequest, hashes: list[bytes] | None) -> str | None:
-        """The conversation the turn runs on (None: a new one). `hashes`: a full-history
-        request's prefix hashes, matched against transcripts (engine/matching.py)."""
+    async def _lock_id(self, req: TurnRequest, probe: HistoryProbe | None) -> str | None:
+        """The conversation the turn runs on (None: a new one). `probe`: a full-history
+        request's history, matched against transcripts (engine/matching.py)."""
         cid = req.conversation_id
+        matching = probe is not None and req.match != "off"
         if cid is None:
-            if hashes is None:
+            if probe is None or not matching:
                 return None
-            found = await continued(self.store, req.tenant_id, history_roles(req.messages), hashes)
+            found = await continued(self.store, req.tenant_id, probe)
             return found.id if found else None
         known = self.canonical.get((req.tenant_id, cid))
         conv: Conversation | None = None
+        cached = None
         if known is not None:  # ids never change, so this cannot go stale
-            if hashes is None:
+            if probe is None or not matching:
                 return known
             cached = self.views.get((req.tenant_id, known))
-            conv = (
-                cached.conv
-                if cached is not None
-                else await self.store.resolve(req.tenant_id, known)
-            )
+            conv = cached.conv if cached else await self.store.resolve(req.tenant_id, known)
         else:
             conv = await self.store.resolve(req.tenant_id, cid)
         if conv is not None:
@@ -190,10 +188,8 @@ class Engine:
             )
         if conv is None:
             return cid
-        if hashes is not None and not extends(conv, hashes):
-            fork = await continued(
-                self.store, req.tenant_id, history_roles(req.messages), hashes, within=conv
-            )
+        if probe is not None and matching and not probe.extends(conv, cached):
+            fork = await continued(self.store, req.tenant_id, probe, within=conv)
             if fork is not None:
                 log.info("turn.fork_continued", conversation=conv.id, fork=fork.id)
                 return fork.id
@@ -204,10 +200,9 @@ class Engine:
         turn = TurnRecord(running.turn_id, "running", model, req.stream, started_at=time.time())
         target: Target | None = None
         try:
-            hashes = None
-            if req.match != "off" and mode_of(req.messages, req.history) == "replay":
-                hashes = history_hashes(req.messages)
-            lock_id = await self._lock_id(req, hashes)
+            full = mode_of(req.messages, req.history) == "replay"
+            probe = HistoryProbe(req.messages) if full else None
+            lock_id = await self._lock_id(req, probe)
             reject = req.concurrency == "reject"
             async with self.locks.hold(req.tenant_id, lock_id or turn.id, reject=reject):
                 target = await load_target(
@@ -216,7 +211,7 @@ class Engine:
                     lock_id,
                     model,
                     self.views,
-                    hashes,
+                    probe,
                     self.settings.dangling_tool_calls == "close",
                 )
                 added = len(target.plan.new)
