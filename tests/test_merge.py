@@ -16,8 +16,10 @@ from tether.engine.fingerprint import (
     chain,
     prefix_hashes,
     raw_extends,
+    raw_extends_fast,
     raw_prefix_hashes,
     same_message,
+    shapes_of,
 )
 from tether.engine.incoming import Incoming
 from tether.engine.merge import merge
@@ -243,7 +245,7 @@ _CALLS: list[Any] = [
         st.fixed_dictionaries(
             {"role": st.sampled_from(["user", "assistant", "tool", "system", "function", 7])},
             optional={
-                "content": st.sampled_from(_VALUES),
+                "content": st.sampled_from([*_VALUES, "x", "hi"]),
                 "tool_calls": st.sampled_from(_CALLS),
                 "tool_call_id": st.sampled_from([None, "", "call_1", 5]),
                 "name": st.sampled_from([None, "ann", 1]),
@@ -271,14 +273,17 @@ def test_the_raw_hash_equals_the_parsed_one_and_exists_only_for_valid_messages(
             first_bad = next(i for i, m in enumerate(history) if _invalid(m))
             stand_in = [Message("user", "x")] * (first_bad + 1)
             assert not raw_extends(raw, stand_in)
+            assert not raw_extends_fast(raw, shapes_of(stand_in), stand_in)
         return
     history_parsed = [m for m in parsed if m.role not in ("system", "developer")]
     assert hashes == prefix_hashes(history_parsed)
     # the direct comparison with a cached transcript agrees, and a changed message is caught
     assert raw_extends(raw, history_parsed)
+    assert raw_extends_fast(raw, shapes_of(history_parsed), history_parsed)
     if history_parsed:
         changed = [*history_parsed[:-1], Message("user", "something else entirely")]
         assert not raw_extends(raw, changed)
+        assert not raw_extends_fast(raw, shapes_of(changed), changed)
 
 
 def _invalid(raw: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from tether.compaction.view import render, tail_messages
+from tether.engine.fingerprint import shapes_of
 from tether.engine.validate import pending_after
 from tether.store.base import Checkpoint, Conversation, Message
 
@@ -67,6 +68,10 @@ class CachedView:
     messages: list[Message]
     rendered: bytes
     pending: frozenset[str]
+    # each history message as a plain request message carries it — (role, content) for
+    # {"role", "content"} with string content, None for any other — so a full-history request
+    # is compared with the transcript in one list comparison (engine/fingerprint.py)
+    shapes: list[tuple[str, str] | None]
 
     @property
     def state(self) -> tuple[int, int]:
@@ -77,7 +82,9 @@ def cached_view(
     conv: Conversation, checkpoint: Checkpoint | None, messages: list[Message]
 ) -> CachedView:
     view = render(None, tail_messages(messages, checkpoint))
-    return CachedView(conv, checkpoint, messages, _join(view), pending_after(view))
+    return CachedView(
+        conv, checkpoint, messages, _join(view), pending_after(view), shapes_of(messages)
+    )
 
 
 def extended(cached: CachedView, conv: Conversation, added: list[Message]) -> CachedView:
@@ -86,7 +93,10 @@ def extended(cached: CachedView, conv: Conversation, added: list[Message]) -> Ca
     view = render(None, added)
     rendered = b",".join(p for p in (cached.rendered, _join(view)) if p)
     pending = pending_after(view) if view else cached.pending
-    return CachedView(conv, cached.checkpoint, [*cached.messages, *added], rendered, pending)
+    shapes = [*cached.shapes, *shapes_of(added)]
+    return CachedView(
+        conv, cached.checkpoint, [*cached.messages, *added], rendered, pending, shapes
+    )
 
 
 def _join(view: list[dict[str, Any]]) -> bytes:

