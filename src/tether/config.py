@@ -6,6 +6,7 @@ Precedence (highest first): command-line flags, environment, the optional TOML c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -199,7 +200,12 @@ class Settings(BaseSettings):
 
     @property
     def loopback_only(self) -> bool:
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        """Listening on a loopback address only: `localhost` or a loopback IP address (a host
+        name that merely starts with `127.` is not one)."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host in LOOPBACK_HOSTS
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

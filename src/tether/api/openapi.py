@@ -126,6 +126,13 @@ def _parameters() -> dict[str, Schema]:
             "example": 0,
             "description": "Only messages with a greater seq (to page on).",
         },
+        "Limit": {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000},
+            "example": 100,
+            "description": "Messages per page (then `has_more` says whether more follow).",
+        },
         "View": {
             "name": "view",
             "in": "query",
@@ -416,15 +423,15 @@ def _paths() -> dict[str, Schema]:
             "get": {
                 "operationId": "listMessages",
                 "tags": ["conversations"],
-                "summary": "The full transcript, oldest first",
-                "parameters": [conv_param, {"$ref": p + "After"}],
+                "summary": "The transcript, oldest first, a page at a time",
+                "parameters": [conv_param, {"$ref": p + "After"}, {"$ref": p + "Limit"}],
                 "responses": {
                     "200": _json("MessageList", "The messages.", versioned),
                     **_errors(
                         read_errors,
                         {
-                            400: _BAD_ID[:-1]
-                            + ", or `after` is not a message seq (invalid_request)."
+                            400: _BAD_ID[:-1] + ", or `after` is not a message seq or `limit` "
+                            "not from 1 to 10,000 (invalid_request)."
                         },
                     ),
                 },

@@ -210,11 +210,12 @@ def response_schemas() -> dict[str, Schema]:
         ),
         "StoredMessage": stored_message,
         "MessageList": obj(
-            ["object", "conversation_id", "data"],
+            ["object", "conversation_id", "data", "has_more"],
             {
                 "object": {"const": "list"},
                 "conversation_id": STRING,
                 "data": {"type": "array", "items": listed_message},
+                "has_more": {"type": "boolean"},
             },
         ),
         "Turn": obj(

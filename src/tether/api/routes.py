@@ -36,6 +36,8 @@ from tether.store.base import (
 _HISTORY_MODES = ("auto", "append", "replay")
 _COMPACTION_MODES = ("auto", "off", "now")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+MESSAGES_PAGE = 1000  # messages per page of GET …/messages, by default
+MESSAGES_PAGE_MAX = 10_000
 _MEANINGFUL_HEADERS = (
     "x-tether-conversation",
     "x-hermes-session-id",
@@ -48,15 +50,21 @@ _MEANINGFUL_HEADERS = (
 def _conversation_id(request: Request, body_value: str | None) -> str | None:
     """The id named by X-Tether-Conversation, X-Hermes-Session-Id or the body's
     `conversation` (all the same meaning; naming two different ids is an error)."""
-    named = {
-        param: check_conversation_id(value.strip(), param)
-        for param, value in (
-            ("x-tether-conversation", request.headers.get("x-tether-conversation")),
-            ("x-hermes-session-id", request.headers.get("x-hermes-session-id")),
-            ("conversation", body_value),
-        )
-        if value is not None
-    }
+    named: dict[str, str] = {}
+    for header in ("x-tether-conversation", "x-hermes-session-id"):
+        values = {v.strip() for v in request.headers.getlist(header)}
+        if len(values) > 1:  # the header twice, with two ids: not silently the first
+            raise TetherError(
+                400,
+                "conflicting_conversation_ids",
+                f"the request names different conversations in its {header} headers: "
+                f"{sorted(v[:130] for v in values)[:4]}",
+                param=header,
+            )
+        if values:
+            named[header] = check_conversation_id(values.pop(), header)
+    if body_value is not None:
+        named["conversation"] = check_conversation_id(body_value.strip(), "conversation")
     if len(set(named.values())) > 1:
         raise TetherError(
             400,
@@ -132,7 +140,8 @@ def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> Ide
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    # C0, DEL and C1 (headers are decoded as latin-1: bytes 0x80-0x9f are U+0080-U+009F)
+    if not 1 <= len(key) <= 255 or any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in key):
         raise TetherError(
             400,
             "invalid_idempotency_key",
@@ -194,19 +203,35 @@ async def get_conversation(request: Request) -> Response:
 
 
 async def get_messages(request: Request) -> Response:
-    """The full transcript, oldest first (`?after=SEQ` to page on)."""
+    """The transcript, oldest first, a page at a time: `?limit=N` messages (default
+    MESSAGES_PAGE, at most MESSAGES_PAGE_MAX) after `?after=SEQ`; `has_more` says whether to
+    ask again with `after` = the last seq received. Seqs are gapless, so a page is a range."""
     state, conv = await owned(request)
     after = request.query_params.get("after", "0")
     if not re.fullmatch(r"[0-9]{1,18}", after):
         raise TetherError(400, "invalid_request", "after must be a message seq", param="after")
-    messages = await state.store.load_messages(conv.pk, int(after))
+    limit = request.query_params.get("limit", str(MESSAGES_PAGE))
+    if not re.fullmatch(r"[0-9]{1,6}", limit) or not 1 <= int(limit) <= MESSAGES_PAGE_MAX:
+        raise TetherError(
+            400,
+            "invalid_request",
+            f"limit must be a number of messages from 1 to {MESSAGES_PAGE_MAX}",
+            param="limit",
+        )
+    through = int(after) + int(limit)
+    messages = await state.store.load_messages(conv.pk, int(after), through)
     data = [
         # the server's fields last: a client's extra message fields never override them
         {**m.to_openai(), "seq": m.seq, "turn_id": m.turn_id, "created_at": m.created_at}
         for m in messages
     ]
     return json_response(
-        {"object": "list", "conversation_id": conv.id, "data": data},
+        {
+            "object": "list",
+            "conversation_id": conv.id,
+            "data": data,
+            "has_more": conv.last_seq > through,
+        },
         200,
         _conv_headers(conv),
     )
