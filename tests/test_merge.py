@@ -273,17 +273,17 @@ def test_the_raw_hash_equals_the_parsed_one_and_exists_only_for_valid_messages(
             first_bad = next(i for i, m in enumerate(history) if _invalid(m))
             stand_in = [Message("user", "x")] * (first_bad + 1)
             assert not raw_extends(raw, stand_in)
-            assert not raw_extends_fast(raw, shapes_of(stand_in), stand_in)
+            assert not raw_extends_fast(raw, incoming.roles, shapes_of(stand_in), stand_in)
         return
     history_parsed = [m for m in parsed if m.role not in ("system", "developer")]
     assert hashes == prefix_hashes(history_parsed)
     # the direct comparison with a cached transcript agrees, and a changed message is caught
     assert raw_extends(raw, history_parsed)
-    assert raw_extends_fast(raw, shapes_of(history_parsed), history_parsed)
+    assert raw_extends_fast(raw, incoming.roles, shapes_of(history_parsed), history_parsed)
     if history_parsed:
         changed = [*history_parsed[:-1], Message("user", "something else entirely")]
         assert not raw_extends(raw, changed)
-        assert not raw_extends_fast(raw, shapes_of(changed), changed)
+        assert not raw_extends_fast(raw, incoming.roles, shapes_of(changed), changed)
 
 
 def _invalid(raw: dict[str, Any]) -> bool:

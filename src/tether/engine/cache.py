@@ -68,10 +68,9 @@ class CachedView:
     messages: list[Message]
     rendered: bytes
     pending: frozenset[str]
-    # each history message as a plain request message carries it — (role, content) for
-    # {"role", "content"} with string content, None for any other — so a full-history request
-    # is compared with the transcript in one list comparison (engine/fingerprint.py)
-    shapes: list[tuple[str, str] | None]
+    # the history messages' roles and plain contents (engine/fingerprint.py `shapes_of`), so a
+    # full-history request is compared with the transcript in a few list comparisons
+    shapes: tuple[list[str], list[object]]
 
     @property
     def state(self) -> tuple[int, int]:
@@ -93,7 +92,8 @@ def extended(cached: CachedView, conv: Conversation, added: list[Message]) -> Ca
     view = render(None, added)
     rendered = b",".join(p for p in (cached.rendered, _join(view)) if p)
     pending = pending_after(view) if view else cached.pending
-    shapes = [*cached.shapes, *shapes_of(added)]
+    roles, contents = shapes_of(added)
+    shapes = ([*cached.shapes[0], *roles], [*cached.shapes[1], *contents])
     return CachedView(
         conv, cached.checkpoint, [*cached.messages, *added], rendered, pending, shapes
     )

@@ -30,7 +30,7 @@ INSTRUCTION_ROLES = frozenset({"system", "developer"})
 # sent to the model, never part of what a client resends, so left out of the comparison.
 SYNTHETIC = "tether_synthetic"
 _SORTED = orjson.OPT_SORT_KEYS
-_ROLE_CONTENT = itemgetter("role", "content")
+_CONTENT = itemgetter("content")
 
 
 def is_history(m: Message) -> bool:
@@ -194,33 +194,42 @@ def raw_prefix_hashes(raw: Sequence[Any], roles: Sequence[str | None]) -> list[b
     return out
 
 
-def shapes_of(messages: Sequence[Message]) -> list[tuple[str, str] | None]:
-    """What `raw_extends_fast` compares in one go: per history message, (role, content) where a
-    client resending it as `{"role", "content"}` would match it exactly, else None."""
-    return [
-        (m.role, m.content)
+NOT_PLAIN = object()  # stands for a stored message no plain request message can equal
+
+
+def shapes_of(messages: Sequence[Message]) -> tuple[list[str], list[object]]:
+    """What `raw_extends_fast` compares in one go: the history messages' roles, and their
+    contents where a client resending them as `{"role", "content"}` would match them exactly
+    (`NOT_PLAIN` for any other)."""
+    history = [m for m in messages if is_history(m)]
+    plain = [
+        m.content
         if type(m.content) is str and m.content and not m.tool_calls and m.tool_call_id is None
-        else None
-        for m in messages
-        if is_history(m)
+        else NOT_PLAIN
+        for m in history
     ]
+    return [m.role for m in history], plain
 
 
-def raw_extends_fast(raw: Sequence[Any], shapes: Sequence[Any], stored: Sequence[Message]) -> bool:
-    """`raw_extends` against the `stored` transcript, first as one comparison of the raw
-    messages' (role, content, size) with its `shapes` — a client resending plain messages
-    matches at C speed — then message by message where that is not enough."""
+def raw_extends_fast(
+    raw: Sequence[Any],
+    roles: Sequence[str | None],
+    shapes: tuple[list[str], list[object]],
+    stored: Sequence[Message],
+) -> bool:
+    """`raw_extends` against the `stored` transcript, first as list comparisons in C of the
+    request's roles (`roles`, as engine/incoming.py read them), contents and message sizes with
+    the transcript's `shapes` — a client resending plain messages matches at ~0.1 µs a message
+    — then message by message where that is not enough."""
+    stored_roles, stored_contents = shapes
+    n = len(stored_roles)
     start = 0
-    while (
-        start < len(raw)
-        and isinstance(raw[start], dict)
-        and (raw[start].get("role") in INSTRUCTION_ROLES)
-    ):
+    while start < len(roles) and roles[start] in INSTRUCTION_ROLES:
         start += 1
-    window = raw[start : start + len(shapes)]
-    if len(window) == len(shapes):
-        try:  # in C: ~0.1 µs a message
-            if list(map(_ROLE_CONTENT, window)) == shapes and set(map(len, window)) == {2}:
+    if list(roles[start : start + n]) == stored_roles:
+        window = raw[start : start + n]
+        try:
+            if list(map(_CONTENT, window)) == stored_contents and set(map(len, window)) <= {2}:
                 return True
         except (KeyError, TypeError, IndexError):  # not a plain message: the slow way
             pass

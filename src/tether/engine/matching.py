@@ -55,7 +55,8 @@ class HistoryProbe:
             whole = cached is not None and cached.checkpoint is None and cached.conv is conv
             if whole and isinstance(self.request, Incoming):
                 assert cached is not None
-                seen = raw_extends_fast(self.request.raw, cached.shapes, cached.messages)
+                request = self.request
+                seen = raw_extends_fast(request.raw, request.roles, cached.shapes, cached.messages)
             else:
                 seen = extends(conv, self.hashes)
             self._seen[(conv.pk, conv.last_seq)] = seen
