@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import compaction, load, procs, report, seed
+from bench import compaction, hardening, load, procs, report, seed
 from bench.load import Make, Monitor, Req, Result
 
 BUDGET_S = 540.0  # the whole suite stays under 10 minutes; later scenarios are skipped past this
@@ -480,6 +480,7 @@ def main() -> int:
         for size, runs in compactions.items():
             ms = ", ".join(f"{r.bookkeeping_ms:.1f}" for r in runs)
             print(f"  {size:,} tokens: bookkeeping ms {ms}", flush=True)
+        hard = hardening.run_all(workdir, args.quick)
         print("migrating and seeding ...", flush=True)
         t0 = time.perf_counter()
         procs.migrate(db)
@@ -542,6 +543,8 @@ def main() -> int:
             suite.lookup,
         )
     )
+    lines += hardening.target_lines(hard)
+    text += "\n" + hardening.markdown(hard)
     print("\n".join(lines))
     out = args.out or (
         Path(tempfile.gettempdir()) / "tether-bench-quick.md"

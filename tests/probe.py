@@ -17,6 +17,8 @@ class Probe:
     interval: float = 0.1
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    statuses: set[int] = field(default_factory=set)
+    accept: tuple[int, ...] = (200,)  # 503 too where the test breaks the database on purpose
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -26,7 +28,8 @@ class Probe:
                 try:
                     # a new connection each time: a kept-alive one would hide a full accept queue
                     resp = client.get(self.url, headers={"Connection": "close"})
-                    if resp.status_code != 200:
+                    self.statuses.add(resp.status_code)
+                    if resp.status_code not in self.accept:
                         self.failures.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 except httpx2.HTTPError as exc:
                     self.failures.append(repr(exc))
@@ -44,9 +47,9 @@ class Probe:
 
 
 @contextmanager
-def health_probe(base_url: str) -> Iterator[Probe]:
+def health_probe(base_url: str, accept: tuple[int, ...] = (200,)) -> Iterator[Probe]:
     """Probe `base_url`/health while the block runs; the caller checks the probe after it."""
-    probe = Probe(f"{base_url}/health")
+    probe = Probe(f"{base_url}/health", accept=accept)
     thread = threading.Thread(target=probe.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 5

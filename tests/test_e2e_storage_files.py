@@ -104,13 +104,16 @@ def test_a_database_deleted_or_replaced_while_serving_answers_503(
     running: TetherServer, tmp_path: Path
 ) -> None:
     assert chat(running, "gone-1", "before").status_code == 200
-    with health_probe(running.url) as probe:
+    with health_probe(running.url, accept=(200, 503)) as probe:
         running.db_path.unlink()
         for i in range(3):
             resp = chat(running, "gone-1", f"after {i}")
             assert error_code(resp) == (503, "storage_unavailable"), resp.text
             assert "deleted" in resp.json()["error"]["message"]
-    probe.check()
+    probe.check()  # /health answers in time, and says so: load balancers stop sending
+    health = httpx2.get(running.url + "/health", timeout=5)
+    assert health.status_code == 503 and health.json()["status"] == "storage_unavailable"
+    assert "deleted" in health.json()["problem"]
     assert "store.file_changed" in running.output()
 
 
@@ -153,7 +156,7 @@ def test_an_unusable_shm_file_does_not_kill_the_server(running: TetherServer, ho
     assert chat(running, "shm-1", "before").status_code == 200
     shm = Path(f"{running.db_path}-shm")
     assert shm.exists()
-    with health_probe(running.url) as probe:
+    with health_probe(running.url, accept=(200, 503)) as probe:
         if how == "immutable":
             _chattr("+i", shm)
         else:
@@ -167,6 +170,7 @@ def test_an_unusable_shm_file_does_not_kill_the_server(running: TetherServer, ho
             if how == "immutable":
                 _chattr("-i", shm)
     probe.check()
+    assert 503 in probe.statuses or httpx2.get(running.url + "/health").status_code == 503
     assert running.proc is not None and running.proc.poll() is None, "the server died"
     assert "store.file_changed" in running.output()
 

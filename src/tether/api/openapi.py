@@ -546,7 +546,11 @@ def _paths() -> dict[str, Schema]:
                 "responses": {
                     "200": _json("Health", "Serving."),
                     "503": {
-                        **_json("Health", "Shutting down (status: draining)."),
+                        **_json(
+                            "Health",
+                            "Shutting down (status: draining), or the database cannot take "
+                            "writes (status: storage_unavailable, with the problem).",
+                        ),
                         "headers": {"Retry-After": ref("headers", "RetryAfter")},
                     },
                     **_errors(auth=False),

@@ -177,9 +177,10 @@ def response_schemas() -> dict[str, Schema]:
         "Health": obj(
             ["status", "database", "upstream"],
             {
-                "status": {"enum": ["ok", "draining"]},
+                "status": {"enum": ["ok", "draining", "storage_unavailable"]},
                 "database": {"type": "string", "examples": ["sqlite"]},
                 "upstream": {"type": "boolean", "description": "whether an upstream is set"},
+                "problem": {"type": "string", "description": "why storage is unavailable"},
             },
         ),
         "Conversation": obj(

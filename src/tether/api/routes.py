@@ -295,18 +295,20 @@ async def get_model(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """200 while serving; 503 once shutting down, so load balancers stop sending turns."""
+    """200 while serving; 503 once shutting down, or once the database cannot take writes
+    (its file deleted or replaced while serving), so load balancers stop sending turns."""
     state = state_of(request)
     draining = state.engine.draining
-    return json_response(
-        {
-            "status": "draining" if draining else "ok",
-            "database": state.store.url.split("://", 1)[0],
-            "upstream": state.upstream is not None,
-        },
-        503 if draining else 200,
-        {"Retry-After": "5"} if draining else None,
-    )
+    problem = state.store.storage_problem()
+    body: dict[str, Any] = {
+        "status": "draining" if draining else "storage_unavailable" if problem else "ok",
+        "database": state.store.url.split("://", 1)[0],
+        "upstream": state.upstream is not None,
+    }
+    if problem:
+        body["problem"] = problem
+    failing = draining or problem is not None
+    return json_response(body, 503 if failing else 200, {"Retry-After": "5"} if failing else None)
 
 
 routes = [

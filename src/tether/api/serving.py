@@ -8,6 +8,7 @@ holding a large cache."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import resource
 from types import FrameType
@@ -113,6 +114,9 @@ def limits(settings: Settings) -> Limits:
 
 
 def run(app: Starlette, settings: Settings) -> None:
+    # a fatal signal (SIGSEGV, SIGBUS from a memory-mapped file gone bad) still kills the
+    # process, but the log then says where every thread was, instead of nothing
+    faulthandler.enable(all_threads=True)
     tune_gc()
     config = uvicorn.Config(
         _with_abort(app),

@@ -42,6 +42,9 @@ class SqliteStore:
     async def close(self) -> None:
         await self.db.close()
 
+    def storage_problem(self) -> str | None:
+        return self.db.storage_problem()
+
     # -- migrations -----------------------------------------------------------------------
     async def migrate(self) -> list[int]:
         files = sorted(

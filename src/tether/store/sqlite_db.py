@@ -128,6 +128,14 @@ class Database:
                 self.files = Files(self.path)
         return conn
 
+    def storage_problem(self) -> str | None:
+        """What Files.check would refuse with, or None (for /health)."""
+        try:
+            self._guard()
+        except TetherError as exc:
+            return exc.message
+        return None
+
     def _guard(self) -> None:
         """503 if the open file is no longer the database's (Files.check)."""
         if self.files is not None:

@@ -15,6 +15,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import IO
@@ -111,12 +112,13 @@ class Files:
         self.shm_fd: int | None = None
         self.shm_size = 0
         self.wal_fd: int | None = None
+        self._opening = threading.Lock()  # checks run on the loop's and the pools' threads
         self._open_companions()
         self.failed: str | None = None
 
     def _open_companions(self) -> None:
         """The -shm and -wal files, once SQLite has made them (at the first transaction)."""
-        with contextlib.suppress(OSError):
+        with self._opening, contextlib.suppress(OSError):
             if self.shm_fd is None:
                 self.shm_fd = os.open(f"{self.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
                 self.shm_size = os.fstat(self.shm_fd).st_size
