@@ -126,6 +126,7 @@ def run(app: Starlette, settings: Settings) -> None:
         http=protocol_class(limits(settings)),
         timeout_keep_alive=settings.keep_alive_timeout,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through tether.logs (plain, redacted, a thread)
         access_log=False,
         # turns are drained before uvicorn's own shutdown; this only bounds closing streams
         timeout_graceful_shutdown=5,
