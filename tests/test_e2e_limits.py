@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx2
+import orjson
 import pytest
 
 from tests.support import ScriptedUpstream, TetherServer
@@ -115,3 +116,39 @@ def test_a_full_history_client_goes_on_past_the_message_limit(
         json={"model": "scripted", "messages": [*trimmed, *[user("x")] * 4]},
     )
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_messages"
+
+
+def test_nesting_is_checked_on_what_a_full_history_request_adds(
+    limited: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    """A full-history request's messages are checked as they are parsed: a too-deep new
+    message is the same 400 (naming it), and with an Idempotency-Key (whose hash serialises
+    the whole body) a body orjson cannot write is a 400 too, never a 500."""
+    headers = {"X-Hermes-Session-Id": "deep-full"}
+    first = httpx2.post(limited.url + CHAT, json={"messages": [user("a")]}, headers=headers)
+    history = [user("a"), first.json()["choices"][0]["message"]]
+    deep: object = "x"
+    for _ in range(70):
+        deep = [deep]
+    before = limited.counts()
+    body = {"messages": [*history, {**user("b"), "x": deep}]}
+    r = httpx2.post(limited.url + CHAT, json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "messages" and "messages[2].x" in error["message"]
+    assert "64 levels" in error["message"]
+    raw = (
+        b'{"messages": ['
+        + b",".join(orjson.dumps(m) for m in history)
+        + b',{"role": "user", "content": "c", "x": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}]}"
+    )
+    r = httpx2.post(
+        limited.url + CHAT,
+        content=raw,
+        headers={**headers, "Content-Type": "application/json", "Idempotency-Key": "deep-k"},
+    )
+    assert r.status_code == 400, r.text
+    assert limited.counts() == before

@@ -212,7 +212,13 @@ SQLI_TEXT = [*SQLI, "\x00'; DROP TABLE turns; --", "'\u2019; DROP TABLE checkpoi
 def keyed(
     tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
 ) -> Iterator[tuple[TetherServer, str]]:
-    srv = TetherServer(tmp_path_factory.mktemp("sqli") / "tether.db", scripted.base_url)
+    # model names are checked against the upstream's list (404 model_not_found) unless
+    # allowed: allowed here, so an injected model name reaches the store and is seen verbatim
+    srv = TetherServer(
+        tmp_path_factory.mktemp("sqli") / "tether.db",
+        scripted.base_url,
+        TETHER_UNKNOWN_MODELS="allow",
+    )
     key = srv.create_key("s")
     srv.start()
     yield srv, key

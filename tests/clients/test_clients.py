@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx2
 import pytest
+
 from tests.support import ScriptedUpstream, TetherServer
 
 pytestmark = pytest.mark.e2e

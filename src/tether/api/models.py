@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.config import JsonDict
 
+from tether.api.body import MAX_DEPTH, check_depth
 from tether.errors import TetherError
 from tether.store.base import Message
 
@@ -113,6 +114,21 @@ def _invalid(exc: ValidationError, prefix: str = "") -> TetherError:
     return TetherError(400, "invalid_request", f"{param or 'body'}: {msg}", param=param or None)
 
 
+def _shallow(raw: dict[str, Any] | list[Any]) -> bool:
+    """A message with no nested value but text parts cannot nest past the limit (the common
+    case, checked without serialising it)."""
+    values = raw.values() if isinstance(raw, dict) else raw
+    for v in values:
+        if isinstance(v, dict):
+            return False
+        if isinstance(v, list) and not all(
+            isinstance(p, dict) and all(not isinstance(x, dict | list) for x in p.values())
+            for p in v
+        ):
+            return False
+    return True
+
+
 def parse_chat_request(data: dict[str, Any]) -> ChatBody:
     try:
         return ChatBody.model_validate(data)
@@ -121,7 +137,10 @@ def parse_chat_request(data: dict[str, Any]) -> ChatBody:
 
 
 def parse_message(raw: Any, index: int, max_content_chars: int) -> Message:
-    """Message `index` of a request, validated (400 naming it) and within the content limit."""
+    """Message `index` of a request, validated (400 naming it), within the content limit and
+    the nesting limit (counted from the body: the body and `messages` are two levels)."""
+    if isinstance(raw, dict | list) and not _shallow(raw):
+        check_depth(raw, None, MAX_DEPTH - 2, f"messages[{index}]")
     try:
         m = ChatMessage.model_validate(raw)
     except ValidationError as exc:

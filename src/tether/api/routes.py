@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from tether.api import turns
 from tether.api.access import owned, state_of
-from tether.api.body import read_json_object
+from tether.api.body import check_depth, read_json_object
 from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request, parse_message
 from tether.api.openapi import get_openapi
 from tether.api.responses import json_response
@@ -89,7 +89,8 @@ def _choice(request: Request, header: str, choices: tuple[str, ...]) -> str:
 async def chat_completions(request: Request) -> Response:
     state = state_of(request)
     tenant = await state.auth.tenant(request)
-    data = await read_json_object(request, state.settings.max_body_bytes)
+    # each message's nesting is checked as it is parsed (parse_message)
+    data = await read_json_object(request, state.settings.max_body_bytes, "messages")
     chat = parse_chat_request(data)
     conversation_id = _conversation_id(request, chat.conversation)
     history = cast(HistoryMode, _choice(request, "X-Tether-History", _HISTORY_MODES))
@@ -150,7 +151,12 @@ def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> Ide
         )
     # the request as it will be run: its body and every header that changes what it does
     meaning = [data, *(request.headers.get(h) for h in _MEANINGFUL_HEADERS)]
-    digest = hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        serialised = orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a message too deep to write, not parsed yet: say where
+        check_depth(data)
+        raise
+    digest = hashlib.sha256(serialised).hexdigest()
     return IdempotencyKey(tenant, request.url.path, key, digest)
 
 
