@@ -23,7 +23,7 @@ from tether.compaction.policy import Budget, should_compact, thrashing
 from tether.compaction.view import estimate, inline_system, system_block, upstream_message
 from tether.config import Settings
 from tether.engine.assemble import Assembled
-from tether.engine.cache import CachedView, Lru, extended
+from tether.engine.cache import CachedView, Lru, cached_view, extended
 from tether.engine.catalog import ModelCatalog
 from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import Target, budget_for, load_target
@@ -188,6 +188,14 @@ class Engine:
             )
         if conv is None:
             return cid
+        if probe is not None and matching and cached is None:
+            # read the view now (the turn reads it next anyway; it stays cached): compared
+            # with it, the request needs no transcript hash (~170 µs at 200 messages)
+            loaded = await self.store.load_conversation(req.tenant_id, conv.id, False)
+            if loaded.conversation is not None:
+                conv = loaded.conversation
+                cached = cached_view(conv, loaded.checkpoint, loaded.messages or [])
+                self.views.put((req.tenant_id, conv.id), cached)
         if probe is not None and matching and not probe.extends(conv, cached):
             fork = await continued(self.store, req.tenant_id, probe, within=conv)
             if fork is not None:
