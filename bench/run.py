@@ -340,10 +340,22 @@ async def main_async(suite: Suite) -> None:
                 raise RuntimeError(f"the first turns failed: HTTP {r.status}: {r.body[:300]!r}")
             suite.cold[label] = (time.perf_counter() - t0) * 1000
             suite.rss[f"after the {label}"] = (procs.rss_bytes(suite.tether.pid) or 0) / procs.MIB
+        held: dict[tuple[bool, int], tuple[str, str, Make]] = {}
         for key, name, make, c, stream, opts in plan(suite):
             if key.startswith("direct-21-"):  # the main (stored 200) scenarios are over
                 rss = procs.rss_bytes(suite.tether.pid) or 0
                 suite.rss.setdefault("after the main scenarios (idle)", rss / procs.MIB)
+            kind = "sse" if stream else "json"
+            if key == f"tether-s{STORED}-{kind}-c{c}" and (kind, c) in FULL_HISTORY:
+                held[(stream, c)] = (key, name, make)  # measured beside its full-history twin
+                continue
+            if key.startswith("tether-fh") and (stream, c) in held:
+                # bridge and full history in alternating blocks: their CPU ratio is the target,
+                # and drift between two rows run one after the other moved it by ±0.2
+                await alternating(
+                    suite, client, [held.pop((stream, c)), (key, name, make)], c, stream
+                )
+                continue
             await scenario(suite, client, key, name, make, c, stream, **opts)
         rss = procs.rss_bytes(suite.tether.pid) or 0
         suite.rss["after the 100k uncompacted turns (idle)"] = rss / procs.MIB
@@ -378,30 +390,38 @@ def seed_lookup(db: Path, p: Params) -> dict[str, Any]:
     }
 
 
-async def alternating(suite: Suite, client: Any, rows: list[tuple[str, str, Make]]) -> None:
-    """c=1 JSON rows measured in LOOKUP_BLOCKS alternating blocks (A B A B …), so that drift
-    and bursts of other work on the machine hit every row alike (their difference is the
+async def alternating(
+    suite: Suite,
+    client: Any,
+    rows: list[tuple[str, str, Make]],
+    c: int = 1,
+    stream: bool = False,
+) -> None:
+    """Rows measured in LOOKUP_BLOCKS alternating blocks (A B A B …), so that drift and bursts
+    of other work on the machine hit every row alike (their difference, or ratio, is the
     figure); each row's blocks are merged into one result."""
     p = suite.params
     if suite.remaining() < p.max_s * 2 + 5:
         for key, name, _ in rows:
-            suite.results[key] = Result(name, 1, False, skipped="time budget of the suite used up")
-            print(suite.results[key].line(), flush=True)
+            skipped = Result(name, c, stream, skipped="time budget of the suite used up")
+            suite.results[key] = skipped
+            print(skipped.line(), flush=True)
         return
     for _, _, make in rows:
-        await load._phase(client, make, 1, p.warmup[1], p.max_s, False, None)
-    merged = {key: Result(name, 1, False) for key, name, _ in rows}
+        suite.upstream.reset()
+        await load._phase(client, make, c, p.warmup[c], p.max_s, stream, None)
+    merged = {key: Result(name, c, stream) for key, name, _ in rows}
     cpu: dict[str, defaultdict[str, float]] = {key: defaultdict(float) for key, _, _ in rows}
     foreign: defaultdict[str, float] = defaultdict(float)
     pids = {"tether": suite.tether.pid, "upstream": suite.upstream.pid}
-    per_block = max(1, p.n[1] // LOOKUP_BLOCKS)
+    per_block = max(1, p.n[c] // LOOKUP_BLOCKS)
     for _ in range(LOOKUP_BLOCKS):
         for key, name, make in rows:
             suite.upstream.reset()
-            part, monitor = Result(name, 1, False), Monitor(pids, suite.tether.pid)
+            part, monitor = Result(name, c, stream), Monitor(pids, suite.tether.pid)
             monitor.start()
             part.elapsed = await load._phase(
-                client, make, 1, per_block, p.max_s / LOOKUP_BLOCKS, False, part
+                client, make, c, per_block, p.max_s / LOOKUP_BLOCKS, stream, part
             )
             await monitor.stop(part)
             r = merged[key]
@@ -412,6 +432,7 @@ async def alternating(suite: Suite, client: Any, rows: list[tuple[str, str, Make
             )
             r.first_error = r.first_error or part.first_error
             r.lat_ms += part.lat_ms
+            r.ttfb_ms += part.ttfb_ms
             r.rss_peak_mib = max(r.rss_peak_mib or 0.0, part.rss_peak_mib or 0.0)
             foreign[key] += part.foreign_cores * part.elapsed
             for k, v in part.cpu_ms_per_req.items():
