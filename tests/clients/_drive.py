@@ -27,7 +27,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 HEADER = "X-Hermes-Session-Id"
+# the tool and the structured-output schema every driver offers its client
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+class City(BaseModel):
+    city: str
+    country: str
+
+
 MODEL = "scripted"  # any name: Tether sends its default model upstream when it serves one
 API_KEY = "anything-in-open-mode"
 

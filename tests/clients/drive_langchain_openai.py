@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from _drive import API_KEY, MODEL, Job, Stopwatch, serve, weather
+from _drive import API_KEY, MODEL, City, Job, Stopwatch, serve, weather
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
 
 
 @tool
 def get_weather(city: str) -> str:
     """The weather in a city."""
     return weather(city)
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 def connect(job: Job) -> ChatOpenAI:

@@ -10,27 +10,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else it fetches it at import
 
 import litellm
-from _drive import API_KEY, MODEL, Job, Stopwatch, serve, weather
-from pydantic import BaseModel
-
-TOOLS: Any = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
-
-
-class City(BaseModel):
-    city: str
-    country: str
+from _drive import API_KEY, MODEL, TOOLS, City, Job, Stopwatch, serve, weather
 
 
 def complete(job: Job, messages: list[Any], **kwargs: Any) -> Any:

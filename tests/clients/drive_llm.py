@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _drive import Job, Stopwatch, serve, weather
-from pydantic import BaseModel
+from _drive import City, Job, Stopwatch, serve, weather
 
 # llm reads its models from this file in its user directory (`dirname "$(llm logs path)"`, or
 # $LLM_USER_PATH); headers set there are sent with every prompt to that model.
@@ -32,11 +31,6 @@ import llm  # noqa: E402
 def get_weather(city: str) -> str:
     """The weather in a city."""
     return weather(city)
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 def connect(job: Job) -> llm.Model:

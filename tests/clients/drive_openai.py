@@ -5,28 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from _drive import API_KEY, MODEL, Job, Stopwatch, serve, weather
+from _drive import API_KEY, MODEL, TOOLS, City, Job, Stopwatch, serve, weather
 from openai import OpenAI
-from pydantic import BaseModel
-
-TOOLS: Any = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 def connect(job: Job) -> OpenAI:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from _drive import API_KEY, MODEL, Job, Stopwatch, serve, weather
+from _drive import API_KEY, MODEL, City, Job, Stopwatch, serve, weather
 from agents import (
     Agent,
     OpenAIChatCompletionsModel,
@@ -17,7 +17,6 @@ from agents import (
 )
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseTextDeltaEvent
-from pydantic import BaseModel
 
 set_tracing_disabled(True)  # it would export traces to OpenAI's servers
 
@@ -26,11 +25,6 @@ set_tracing_disabled(True)  # it would export traces to OpenAI's servers
 def get_weather(city: str) -> str:
     """The weather in a city."""
     return weather(city)
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 def connect(job: Job) -> Agent:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from _drive import API_KEY, MODEL, Job, Stopwatch, serve, weather
+from _drive import API_KEY, MODEL, City, Job, Stopwatch, serve, weather
 from openai import AsyncOpenAI
-from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -17,11 +16,6 @@ from pydantic_ai.providers.openai import OpenAIProvider
 def get_weather(city: str) -> str:
     """The weather in a city."""
     return weather(city)
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 def connect(job: Job) -> Agent:
