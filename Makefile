@@ -52,7 +52,17 @@ serve: $(STAMP)
 	@if [ -z "$$TETHER_UPSTREAM_BASE_URL" ]; then $(MAKE) --no-print-directory $(LOCAL_STAMP); fi
 	$(BIN)/tether serve
 
-test: $(TEST_STAMP) $(LOCAL_STAMP) $(CLIENT_STAMPS)
+# Browser tests drive Debian's chromium (not a browser Playwright downloads: nothing but the
+# package registries is reachable).
+BROWSER := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(BROWSER):
+	@echo ">> installing Debian's chromium for the browser tests"
+	$(SUDO) apt-get install -y --no-install-recommends chromium >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends chromium >/dev/null; }
+
+test: $(TEST_STAMP) $(LOCAL_STAMP) $(CLIENT_STAMPS) $(BROWSER)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
