@@ -18,6 +18,7 @@ from tether.store.base import Store
 log = structlog.get_logger("tether.auth")
 
 OPEN_TENANT = "default"
+_SCOPE_KEY = "tether.tenant"  # the request's tenant, once authenticated
 KEY_PREFIX = "tk_"
 
 
@@ -61,10 +62,16 @@ class Authenticator:
         return value
 
     async def tenant(self, request: Request) -> str:
-        """The caller's tenant; 401 without a valid key, 429 over the key's rate limit."""
+        """The caller's tenant; 401 without a valid key, 429 over the key's rate limit. Once per
+        request: the answer is kept in the ASGI scope, so a route (and the helpers it calls)
+        may ask again without a second look-up or a second token of the rate limit."""
+        known = request.scope.get(_SCOPE_KEY)
+        if isinstance(known, str):
+            return known
         tenant, bucket = await self._identify(request)
         if self.limiter is not None:
             self.limiter.check(bucket)
+        request.scope[_SCOPE_KEY] = tenant
         return tenant
 
     async def _identify(self, request: Request) -> tuple[str, str]:
