@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tether.api.routes import routes
@@ -38,3 +39,15 @@ def test_docs_links_exist() -> None:
         "docs/tokens.md",
     ):
         assert (ROOT / name).is_file(), name
+
+
+def test_every_error_code_raised_is_in_the_contract() -> None:
+    """Each `TetherError(status, "code", …)` in src/ names its code in docs/contract.md."""
+    contract = (ROOT / "docs/contract.md").read_text()
+    raised = {
+        m.group(1)
+        for path in (ROOT / "src/tether").rglob("*.py")
+        for m in re.finditer(r'TetherError\(\s*\d{3},\s*"([a-z_]+)"', path.read_text())
+    }
+    assert len(raised) > 40  # the pattern still finds them
+    assert sorted(c for c in raised if f"`{c}`" not in contract) == []

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
         600.0, gt=0, description="One deadline per turn for the model's answer (504 after it)."
     )
     upstream_retries: int = Field(
-        2, description="Retries on connect errors, 429 and 5xx, only before the first token."
+        2,
+        description="Retries on connect errors and 408, 409, 429, 500, 502, 503, 504, only "
+        "before the first token.",
     )
     upstream_backoff: float = Field(0.5, description="First retry delay in seconds (doubles).")
     max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest request body accepted.")
