@@ -82,7 +82,7 @@ class Engine:
         self.windows: dict[str, int] = {}  # context windows learned from the upstream
         self.catalog = ModelCatalog(upstream, settings.unknown_models == "reject")
         self.views: Lru[tuple[str, str], CachedView] = Lru(
-            settings.view_cache_messages, lambda v: len(v.messages) + 1
+            settings.view_cache_messages, lambda v: len(v.messages) + 1, stamped=True
         )
         self.canonical: Lru[tuple[str, str], str] = Lru(65536)  # (tenant, any id) → its id
         self.running: dict[str, RunningTurn] = {}  # turn id → a turn in progress here
@@ -191,11 +191,15 @@ class Engine:
         if probe is not None and matching and cached is None:
             # read the view now (the turn reads it next anyway; it stays cached): compared
             # with it, the request needs no transcript hash (~170 µs at 200 messages)
+            key = (req.tenant_id, conv.id)
+            stamp = self.views.stamp(key)
             loaded = await self.store.load_conversation(req.tenant_id, conv.id, False)
             if loaded.conversation is not None:
                 conv = loaded.conversation
                 cached = cached_view(conv, loaded.checkpoint, loaded.messages or [])
-                self.views.put((req.tenant_id, conv.id), cached)
+                # read without the conversation's lock: kept only if no turn wrote the entry
+                # meanwhile (else it may be older than that turn's commit)
+                self.views.put_if(key, cached, stamp)
         if probe is not None and matching and not probe.extends(conv, cached):
             fork = await continued(self.store, req.tenant_id, probe, within=conv)
             if fork is not None:
