@@ -168,15 +168,25 @@ class Engine:
             found = await continued(self.store, req.tenant_id, probe)
             return found.id if found else None
         known = self.canonical.get((req.tenant_id, cid))
-        conv: Conversation | None = None
-        cached = None
-        if known is not None:  # ids never change, so this cannot go stale
-            if probe is None or not matching:
-                return known
-            cached = self.views.get((req.tenant_id, known))
-            conv = cached.conv if cached else await self.store.resolve(req.tenant_id, known)
-        else:
-            conv = await self.store.resolve(req.tenant_id, cid)
+        if known is not None and not matching:  # ids never change, so this cannot go stale
+            return known
+        lookup = known or cid
+        cached = self.views.get((req.tenant_id, lookup))
+        conv: Conversation | None = cached.conv if cached is not None else None
+        if conv is None and matching:
+            # read the view now, not just the row (the turn reads it next anyway, and it stays
+            # cached): compared with it, the request needs no transcript hash (~170 µs at 200
+            # messages). Read without the conversation's lock, it is kept only if no turn wrote
+            # the entry meanwhile (else it may be older than that turn's commit)
+            stamp = self.views.stamp((req.tenant_id, lookup))
+            loaded = await self.store.load_conversation(req.tenant_id, lookup, False)
+            conv = loaded.conversation
+            if conv is not None:
+                cached = cached_view(conv, loaded.checkpoint, loaded.messages or [])
+                if conv.id == lookup:  # (an alias's view is filed under the conversation's id)
+                    self.views.put_if((req.tenant_id, lookup), cached, stamp)
+        elif conv is None:
+            conv = await self.store.resolve(req.tenant_id, lookup)
         if conv is not None:
             self.canonical.put((req.tenant_id, cid), conv.id)
         if conv is None and is_server_minted(cid):
@@ -188,18 +198,6 @@ class Engine:
             )
         if conv is None:
             return cid
-        if probe is not None and matching and cached is None:
-            # read the view now (the turn reads it next anyway; it stays cached): compared
-            # with it, the request needs no transcript hash (~170 µs at 200 messages)
-            key = (req.tenant_id, conv.id)
-            stamp = self.views.stamp(key)
-            loaded = await self.store.load_conversation(req.tenant_id, conv.id, False)
-            if loaded.conversation is not None:
-                conv = loaded.conversation
-                cached = cached_view(conv, loaded.checkpoint, loaded.messages or [])
-                # read without the conversation's lock: kept only if no turn wrote the entry
-                # meanwhile (else it may be older than that turn's commit)
-                self.views.put_if(key, cached, stamp)
         if probe is not None and matching and not probe.extends(conv, cached):
             fork = await continued(self.store, req.tenant_id, probe, within=conv)
             if fork is not None:
