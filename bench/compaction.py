@@ -24,9 +24,10 @@ from tether.compaction.tokens import count_message, count_text
 from tether.config import Settings
 from tether.engine.compact import compact
 from tether.engine.context import budget_for
-from tether.store.base import Message
+from tether.model import Message
 from tether.store.sqlite import SqliteStore
 from tether.upstream.client import Chunk
+from tether.upstream.wire import chat_message
 
 SIZES = (10_000, 100_000)  # tokens of the conversation when it is compacted
 REPS = {10_000: 5, 100_000: 3}  # one fresh conversation per repetition
@@ -106,7 +107,7 @@ def agent_transcript(tokens: int, seed: int) -> list[Message]:
         )
         for m in batch:
             m = Message(m.role, m.content, m.tool_calls, m.tool_call_id, tokens=0)
-            t = count_message(m.to_openai())
+            t = count_message(chat_message(m))
             out.append(Message(m.role, m.content, m.tool_calls, m.tool_call_id, tokens=t))
             total += t
     return out

@@ -21,8 +21,8 @@ import orjson
 from tether.compaction.summary import PROMPT_VERSION
 from tether.compaction.tokens import count_message, count_text
 from tether.engine.fingerprint import EMPTY, chain
+from tether.model import Message
 from tether.store import sqlite_sql as sql
-from tether.store.base import Message
 
 TENANT = "default"
 TAIL = 10  # messages a seeded checkpoint leaves in the view

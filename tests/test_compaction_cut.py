@@ -30,7 +30,8 @@ from tether.compaction.view import (
 )
 from tether.engine.validate import pending_after, validate_sequence
 from tether.errors import TetherError
-from tether.store.base import Checkpoint, Message
+from tether.model import Checkpoint, Message
+from tether.upstream.wire import chat_message
 
 SUMMARY = "## Goal\nShip the release.\n## Open tasks\n- fix the flaky test"
 LEDGER = ["https://example.com/a/b?x=1", "JIRA-1234", "order_8812"]
@@ -175,7 +176,7 @@ def string_values(value: Any) -> list[str]:
 @PROPS
 @given(conversations())
 def test_generated_conversations_are_valid(messages: list[Message]) -> None:
-    validate_sequence([m.to_openai() for m in messages])
+    validate_sequence([chat_message(m) for m in messages])
     assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
     assert messages[0].role == "user"
     ids = [i for m in messages for i in call_ids(m)]
@@ -193,7 +194,7 @@ def test_pending_after_reads_the_end_of_any_valid_prefix(
     """The engine checks only a turn's new messages against `pending_after(stored view)`: that
     must equal validating the whole sequence, for every valid prefix (calls half answered too)."""
     cut = data.draw(st.integers(0, len(messages)))
-    prefix = [m.to_openai() for m in messages[:cut]]
+    prefix = [chat_message(m) for m in messages[:cut]]
     assert pending_after(prefix) == validate_sequence(prefix)
 
 
@@ -271,7 +272,7 @@ def test_covered_range_and_view_account_for_every_message_once(
 def test_rendered_view_is_a_valid_sequence(
     messages: list[Message], budget: int, min_msgs: int, extra_prune: int
 ) -> None:
-    validate_sequence([m.to_openai() for m in messages])  # the generator's promise
+    validate_sequence([chat_message(m) for m in messages])  # the generator's promise
     start = choose_tail_start(messages, budget, min_msgs)
     checkpoint = checkpoint_for(messages, start)
     system = system_block("sys", checkpoint)
@@ -482,7 +483,7 @@ def test_prune(messages: list[Message], data: st.DataObject) -> None:
                 assert len(after.content) < STUB_OVER_CHARS, after.content
                 assert "elided by compaction" in after.content
                 assert f"{len(before.content):,} chars" in after.content
-                assert after.tokens == count_message(after.to_openai())
+                assert after.tokens == count_message(chat_message(after))
             else:
                 assert after == before
             continue
@@ -502,7 +503,7 @@ def test_prune(messages: list[Message], data: st.DataObject) -> None:
                     assert f"[{len(s_old):,} chars]" in s_new
             assert new["limit"] == old["limit"] and new["flag"] == old["flag"]
         if after != before:
-            assert after.tokens == count_message(after.to_openai())
+            assert after.tokens == count_message(chat_message(after))
 
 
 @PROPS
@@ -570,7 +571,7 @@ def test_prune_stub_names_the_tool_and_is_short() -> None:
     assert stub.startswith(f"[read_file output, {len(output):,} chars, elided by compaction] ")
     assert "line one line two y" in stub  # whitespace collapsed
     assert len(stub) < STUB_OVER_CHARS
-    assert pruned[2].tokens == count_message(pruned[2].to_openai()) < 1500
+    assert pruned[2].tokens == count_message(chat_message(pruned[2])) < 1500
     assert pruned[3].content.startswith("[tool output, 5,000 chars")
     # a 200-char output is not stubbed, a 201-char one is
     edge = [Message("tool", "a" * n, tool_call_id="c9", seq=n) for n in (200, 201)]

@@ -10,7 +10,7 @@ from tether.compaction.ledger import REDACTED, extract, merge_ledgers, redact
 from tether.compaction.ledger import render as render_ledger
 from tether.compaction.summary import BEGIN, END, frame, span_text, summariser_request
 from tether.compaction.view import system_block
-from tether.store.base import Checkpoint, Message
+from tether.model import Checkpoint, Message
 
 # ---------------------------------------------------------------------------------------------
 # extract

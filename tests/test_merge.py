@@ -24,7 +24,7 @@ from tether.engine.fingerprint import (
 from tether.engine.incoming import Incoming
 from tether.engine.merge import merge
 from tether.errors import TetherError
-from tether.store.base import Message
+from tether.model import Message
 
 
 def call(args: str, call_id: str = "call_1", name: str = "weather") -> dict[str, Any]:

@@ -24,18 +24,10 @@ from typing import Any
 
 import pytest
 
+from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
 from tether.store import open_store
-from tether.store.base import (
-    Checkpoint,
-    ConflictError,
-    Conversation,
-    Message,
-    NewConversation,
-    Store,
-    TurnCommit,
-    TurnRecord,
-    TurnRow,
-)
+from tether.store.base import ConflictError, NewConversation, Store, TurnCommit
+from tether.upstream.wire import chat_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -316,7 +308,7 @@ async def test_new_conversation_commit_stores_everything(store: Store) -> None:
     assert [as_stored(m) for m in loaded] == messages
     assert all(m.turn_id == turn.id for m in loaded)
     assert all(m.created_at > 0 for m in loaded)
-    assert [m.to_openai() for m in loaded] == [m.to_openai() for m in messages]
+    assert [chat_message(m) for m in loaded] == [chat_message(m) for m in messages]
     # "" and None are different contents and must stay different
     assert loaded[4].content == ""
     assert loaded[1].content is None

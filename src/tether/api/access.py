@@ -9,7 +9,7 @@ from starlette.requests import Request
 from tether.api.state import AppState
 from tether.engine.ids import check_conversation_id
 from tether.errors import TetherError
-from tether.store.base import Conversation
+from tether.model import Conversation
 
 
 def state_of(request: Request) -> AppState:

@@ -9,7 +9,7 @@ from pydantic.config import JsonDict
 
 from tether.api.body import MAX_DEPTH, check_depth
 from tether.errors import TetherError
-from tether.store.base import Message
+from tether.model import Message
 
 
 class FunctionCall(BaseModel):

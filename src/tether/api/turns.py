@@ -15,7 +15,8 @@ from tether.api.state import AppState
 from tether.engine.ids import check_conversation_id
 from tether.engine.types import RunningTurn
 from tether.errors import TetherError
-from tether.store.base import TurnRow
+from tether.model import TurnRow
+from tether.upstream.wire import chat_message
 
 
 async def _stored_turn(request: Request) -> TurnRow:
@@ -49,7 +50,7 @@ async def get_turn(request: Request) -> Response:
     messages = []
     if conv is not None and turn.first_seq is not None and turn.last_seq is not None:
         stored = await state.store.load_messages(conv.pk, turn.first_seq - 1, turn.last_seq)
-        messages = [{**m.to_openai(), "seq": m.seq} for m in stored]  # extras never win
+        messages = [{**chat_message(m), "seq": m.seq} for m in stored]  # extras never win
     body = {
         "id": turn.id,
         "object": "conversation.turn",

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from tether.compaction.tokens import count_message
-from tether.store.base import Message
+from tether.model import Message
+from tether.upstream.wire import chat_message
 
 STUB_OVER_CHARS = 200
 ARG_KEEP_CHARS = 200
@@ -126,7 +127,7 @@ def prune(messages: Sequence[Message], through_seq: int) -> list[Message]:
         if m.role == "tool":
             if len(_as_text(m.content)) > STUB_OVER_CHARS:
                 m = replace(m, content=_stub_text(m, call_names))
-                m = replace(m, tokens=count_message(m.to_openai()))
+                m = replace(m, tokens=count_message(chat_message(m)))
         elif m.tool_calls:
             calls = [
                 {
@@ -142,6 +143,6 @@ def prune(messages: Sequence[Message], through_seq: int) -> list[Message]:
             ]
             if calls != m.tool_calls:
                 m = replace(m, tool_calls=calls)
-                m = replace(m, tokens=count_message(m.to_openai()))
+                m = replace(m, tokens=count_message(chat_message(m)))
         out.append(m)
     return out

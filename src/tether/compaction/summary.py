@@ -11,7 +11,7 @@ import orjson
 from tether.compaction import ledger as ledger_mod
 from tether.compaction.ledger import redact
 from tether.compaction.tokens import count_text
-from tether.store.base import Message
+from tether.model import Message
 
 PROMPT_VERSION = "tether-summary-v1"
 MARKER = "[[TETHER-SUMMARISER]]"

@@ -9,7 +9,7 @@ from typing import Any
 from tether.compaction.cut import prune
 from tether.compaction.summary import frame
 from tether.compaction.tokens import count_text
-from tether.store.base import Checkpoint, Message
+from tether.model import Checkpoint, Message
 
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3

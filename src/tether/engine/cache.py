@@ -22,7 +22,7 @@ import orjson
 from tether.compaction.view import render, tail_messages
 from tether.engine.fingerprint import shapes_of
 from tether.engine.validate import pending_after
-from tether.store.base import Checkpoint, Conversation, Message
+from tether.model import Checkpoint, Conversation, Message
 
 _STAMPS = 65536  # keys whose last write a stamped cache remembers
 K = TypeVar("K")

@@ -18,7 +18,8 @@ from tether.compaction.cut import choose_tail_start, prune
 from tether.compaction.policy import Budget
 from tether.compaction.view import estimate, system_block, tail_messages
 from tether.errors import TetherError
-from tether.store.base import Checkpoint, ConflictError, Conversation, Message, Store
+from tether.model import Checkpoint, Conversation, Message
+from tether.store.base import ConflictError, Store
 from tether.upstream.client import Upstream
 
 log = structlog.get_logger("tether.compaction")

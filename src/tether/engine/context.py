@@ -17,7 +17,8 @@ from tether.engine.ids import mint_conversation_id
 from tether.engine.matching import HistoryProbe
 from tether.engine.merge import MergePlan, merge, mode_of
 from tether.engine.types import TurnRequest, title_of, with_tokens
-from tether.store.base import Checkpoint, Conversation, Message, NewConversation, Store
+from tether.model import Checkpoint, Conversation, Message
+from tether.store.base import NewConversation, Store
 
 _COUNT_INLINE_CHARS = 64 * 1024
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tether.engine.fingerprint import INSTRUCTION_ROLES, SYNTHETIC
-from tether.store.base import Message
+from tether.model import Message
 
 NO_RESULT = (
     "No result was returned for this tool call: the conversation went on without it "

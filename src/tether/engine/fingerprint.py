@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tether.store.base import Message
+from tether.model import Message
 
 EMPTY = b"\x00" * 16
 INSTRUCTION_ROLES = frozenset({"system", "developer"})

@@ -17,7 +17,7 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any, overload
 
-from tether.store.base import Message
+from tether.model import Message
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
 _ROLE = itemgetter("role")

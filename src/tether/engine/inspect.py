@@ -9,7 +9,7 @@ from tether.engine.compact import CompactionFailed, compact
 from tether.engine.context import budget_for
 from tether.engine.turn import Engine
 from tether.errors import TetherError
-from tether.store.base import Checkpoint, Conversation
+from tether.model import Checkpoint, Conversation
 
 
 def checkpoint_json(c: Checkpoint) -> dict[str, Any]:

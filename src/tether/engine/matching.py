@@ -22,7 +22,8 @@ from tether.engine.cache import CachedView
 from tether.engine.fingerprint import is_history, raw_extends_fast
 from tether.engine.incoming import Incoming
 from tether.engine.merge import history_hashes, history_roles
-from tether.store.base import Conversation, Message, Store
+from tether.model import Conversation, Message
+from tether.store.base import Store
 
 _MAX_FORK_DEPTH = 32
 _FIRST_PROBES = 4  # the longest candidate prefixes, probed before the rest

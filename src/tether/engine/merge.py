@@ -30,7 +30,7 @@ from tether.engine.fingerprint import (
 )
 from tether.engine.incoming import Incoming, history_indexes, instruction_indexes, roles_of
 from tether.errors import TetherError
-from tether.store.base import Message
+from tether.model import Message
 
 __all__ = [
     "INSTRUCTION_ROLES",

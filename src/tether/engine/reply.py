@@ -10,7 +10,7 @@ from typing import Any
 from tether.engine.assemble import Assembled
 from tether.engine.context import Target
 from tether.engine.fingerprint import chain, is_history
-from tether.store.base import Message, TurnRecord
+from tether.model import Message, TurnRecord
 
 
 def chunk_meta(acc: Assembled, turn: TurnRecord) -> dict[str, Any]:

@@ -42,17 +42,10 @@ from tether.engine.types import (
 )
 from tether.engine.validate import pending_after, validate_sequence
 from tether.errors import TetherError
-from tether.store.base import (
-    ConflictError,
-    Conversation,
-    IdempotencyKey,
-    Message,
-    Store,
-    StoredResponse,
-    TurnCommit,
-    TurnRecord,
-)
+from tether.model import Conversation, Message, TurnRecord
+from tether.store.base import ConflictError, IdempotencyKey, Store, StoredResponse, TurnCommit
 from tether.upstream.client import Upstream
+from tether.upstream.wire import chat_message
 
 log = structlog.get_logger("tether.turn")
 
@@ -553,7 +546,7 @@ class Engine:
         stored: StoredResponse | None,
         running: RunningTurn,
     ) -> None:
-        validate_sequence([reply.to_openai()], pending)  # the view was checked before the call
+        validate_sequence([chat_message(reply)], pending)  # the view was checked before the call
         turn.status = "completed"
         turn.finished_at = time.time()
         conv = target.conv

@@ -10,7 +10,9 @@ from typing import Any, Literal
 from tether.compaction.policy import CompactionMode
 from tether.compaction.tokens import count_message
 from tether.engine.merge import HistoryMode, text_of
-from tether.store.base import IdempotencyKey, Message
+from tether.model import Message
+from tether.store.base import IdempotencyKey
+from tether.upstream.wire import chat_message
 
 ConcurrencyMode = Literal["enqueue", "reject"]
 MatchMode = Literal["auto", "off"]
@@ -139,7 +141,7 @@ def matches(if_match: str, version: int) -> bool:
 
 
 def with_tokens(m: Message) -> Message:
-    return replace(m, tokens=count_message(m.to_openai()))
+    return replace(m, tokens=count_message(chat_message(m)))
 
 
 def title_of(messages: list[Message]) -> str | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
+
 
 class StoreError(Exception):
     """Base class for store failures the engine can act on."""
@@ -16,86 +18,12 @@ class ConflictError(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
-class Conversation:
-    pk: int
-    id: str
-    tenant_id: str
-    title: str | None
-    model: str | None
-    system_prompt: str | None
-    last_seq: int
-    turn_count: int
-    epoch: int
-    usage_prompt_tokens: int | None
-    usage_through_seq: int | None
-    usage_epoch: int | None
-    forked_from_id: str | None
-    forked_from_seq: int | None
-    created_at: float
-    updated_at: float
-    # the transcript's hash and its number of history messages (engine/fingerprint.py); None
-    # where not known yet (written before the hash existed)
-    history_hash: bytes | None = None
-    history_len: int | None = None
-    forked_from_pk: int | None = None
-
-
-@dataclass(slots=True)
-class Message:
-    """One message as it is (or will be) stored. `content` is str, a list of parts, or None.
-
-    Treated as immutable (change one with `dataclasses.replace`) but not declared frozen: a
-    frozen dataclass's __init__ sets each field through object.__setattr__, which made building
-    the 200 messages a turn reads 2.9× slower (1.96 against 0.68 µs per row, measured)."""
-
-    role: str
-    content: Any = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-    extra: dict[str, Any] | None = None
-    tokens: int = 0
-    seq: int = 0
-    turn_id: str | None = None
-    created_at: float = 0.0
-
-    def to_openai(self) -> dict[str, Any]:
-        """The message as the OpenAI API carries it (a new dict each time: keeping it on the
-        message cost ~5 MiB of peak RSS under the benchmark's JSON load, measured)."""
-        out: dict[str, Any] = dict(self.extra) if self.extra else {}
-        out["role"] = self.role
-        out["content"] = self.content
-        if self.tool_calls:
-            out["tool_calls"] = self.tool_calls
-        if self.tool_call_id is not None:
-            out["tool_call_id"] = self.tool_call_id
-        if self.name is not None:
-            out["name"] = self.name
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class NewConversation:
     id: str
     title: str | None
     model: str | None
     forked_from_pk: int | None = None
     forked_from_seq: int | None = None
-
-
-@dataclass(slots=True)
-class TurnRecord:
-    id: str
-    status: str  # running | completed | failed | incomplete | cancelled
-    model: str | None
-    stream: bool
-    started_at: float
-    finished_at: float | None = None
-    first_token_at: float | None = None
-    usage: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    compacted: bool = False
-    notes: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,25 +80,6 @@ class TurnCommit:
 
 
 @dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A compaction: the summary (and ledger) stands in for messages seq <= covers_through_seq;
-    large tool outputs with seq <= prune_through_seq are shown as stubs. Never moves messages."""
-
-    epoch: int
-    covers_through_seq: int
-    prune_through_seq: int
-    summary: str | None
-    ledger: list[str]
-    tokens_before: int
-    tokens_after: int
-    model: str | None
-    prompt_version: str
-    stats: dict[str, Any]
-    turn_id: str | None = None
-    created_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class Loaded:
     """What a turn reads, in one round trip."""
 
@@ -185,21 +94,6 @@ class ApiKeyRow:
     tenant_id: str
     created_at: float
     revoked_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRow:
-    id: str
-    conversation_id: str
-    status: str
-    model: str | None
-    usage: dict[str, Any] | None
-    error: dict[str, Any] | None
-    started_at: float
-    finished_at: float | None
-    first_seq: int | None = None  # the turn's messages, once committed
-    last_seq: int | None = None
-    notes: dict[str, Any] | None = None
 
 
 class Store(Protocol):

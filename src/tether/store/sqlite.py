@@ -11,19 +11,15 @@ import time
 from importlib import resources
 from typing import Any
 
+from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     ApiKeyRow,
-    Checkpoint,
     ConflictError,
-    Conversation,
     IdempotencyKey,
     IdempotencyRecord,
     Loaded,
-    Message,
     TurnCommit,
-    TurnRecord,
-    TurnRow,
 )
 from tether.store.sqlite_db import Database, sqlite_path
 

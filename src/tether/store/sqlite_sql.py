@@ -11,14 +11,8 @@ from typing import Any
 
 import orjson
 
-from tether.store.base import (
-    Checkpoint,
-    ConflictError,
-    Conversation,
-    Message,
-    TurnCommit,
-    TurnRecord,
-)
+from tether.model import Checkpoint, Conversation, Message, TurnRecord
+from tether.store.base import ConflictError, TurnCommit
 
 CONV_COLS = (
     "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
