@@ -25,7 +25,8 @@ from tether.engine.turn import Engine
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
-from tether.upstream.client import HttpUpstream, Upstream
+from tether.upstream.base import Upstream
+from tether.upstream.client import HttpUpstream
 
 log = structlog.get_logger("tether.app")
 

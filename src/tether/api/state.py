@@ -8,7 +8,7 @@ from tether.api.auth import Authenticator
 from tether.config import Settings
 from tether.engine.turn import Engine
 from tether.store.base import Store
-from tether.upstream.client import Upstream
+from tether.upstream.base import Upstream
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from tether.errors import TetherError
-from tether.upstream.client import Upstream, context_windows
+from tether.upstream.base import Upstream, context_windows
 
 log = structlog.get_logger("tether.models")
 

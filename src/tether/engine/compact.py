@@ -20,7 +20,7 @@ from tether.compaction.view import estimate, system_block, tail_messages
 from tether.errors import TetherError
 from tether.model import Checkpoint, Conversation, Message
 from tether.store.base import ConflictError, Store
-from tether.upstream.client import Upstream
+from tether.upstream.base import Upstream
 
 log = structlog.get_logger("tether.compaction")
 

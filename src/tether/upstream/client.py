@@ -9,36 +9,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 
 from tether.errors import TetherError
+from tether.upstream.base import Chunk, Upstream, context_windows
+from tether.upstream.errors import map_status_error
+
+# the protocol and its types live in tether.upstream.base; named here too for older importers
+__all__ = ["Chunk", "HttpUpstream", "Upstream", "context_windows", "map_status_error"]
 
 log = structlog.get_logger("tether.upstream")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one streamed event; more is not an OpenAI stream
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One streamed event: the raw JSON bytes as received and the parsed object."""
-
-    raw: bytes
-    data: dict[str, Any]
-
-
-class Upstream(Protocol):
-    """What the engine needs from a model server. Tests swap the implementation, never patch."""
-
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]: ...
-    async def models(self) -> dict[str, Any]: ...
-    async def aclose(self) -> None: ...
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -49,41 +36,6 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-def map_status_error(status: int, body: bytes, retry_after: float | None) -> TetherError:
-    """Turn an upstream HTTP error into the error our client sees."""
-    message = body[:500].decode("utf-8", "replace")
-    code: str | None = None
-    param: str | None = None
-    try:
-        err = orjson.loads(body).get("error")
-        if isinstance(err, dict):
-            message = str(err.get("message") or message)
-            code = err.get("code") if isinstance(err.get("code"), str) else None
-            param = err.get("param") if isinstance(err.get("param"), str) else None
-        elif isinstance(err, str):
-            message = err
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    if code == "context_length_exceeded" or "maximum context length" in message:
-        return TetherError(400, "context_length_exceeded", f"upstream: {message}", param="messages")
-    if status == 429:
-        headers = {"Retry-After": str(int(retry_after or 1))}
-        return TetherError(
-            429, "upstream_rate_limited", f"upstream rate limit: {message}", headers=headers
-        )
-    if status in (400, 404, 422):
-        return TetherError(
-            status, code or "upstream_invalid_request", f"upstream: {message}", param=param
-        )
-    if status in (401, 403):
-        return TetherError(
-            502,
-            "upstream_auth_failed",
-            f"the upstream rejected Tether's credentials ({status}): check TETHER_UPSTREAM_API_KEY",
-        )
-    return TetherError(502, "upstream_error", f"upstream answered {status}: {message}")
 
 
 class HttpUpstream:
@@ -276,20 +228,3 @@ def _event(payload: bytes) -> dict[str, Any]:
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise TetherError(502, "upstream_error", f"upstream stream error: {msg}")
     return data
-
-
-_WINDOW_KEYS = ("context_window", "context_length", "max_model_len", "max_context_length", "n_ctx")
-
-
-def context_windows(models: dict[str, Any]) -> dict[str, int]:
-    """Context windows a `/v1/models` answer reports (vLLM, OpenRouter, LM Studio style keys)."""
-    out: dict[str, int] = {}
-    for model in models.get("data") or ():
-        if not isinstance(model, dict) or not isinstance(model.get("id"), str):
-            continue
-        for key in _WINDOW_KEYS:
-            value = model.get(key) or (model.get("meta") or {}).get(key)
-            if isinstance(value, int) and value > 0:
-                out[model["id"]] = value
-                break
-    return out
