@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-import httpx2
+import httpx
 
 from tests.support import ScriptedUpstream, TetherServer
 
@@ -37,7 +37,7 @@ def test_the_first_key_says_open_mode_ends_and_where_old_conversations_went(
 ) -> None:
     srv = TetherServer(tmp_path / "open.db", upstream.base_url).start()
     try:
-        r = httpx2.post(
+        r = httpx.post(
             f"{srv.url}/v1/chat/completions",
             headers={"X-Hermes-Session-Id": "made-open"},
             json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]},
@@ -51,7 +51,7 @@ def test_the_first_key_says_open_mode_ends_and_where_old_conversations_went(
         # the running server notices (a request without a key is now refused), and its log
         # says so: the banner's "auth OFF" is outdated
         deadline = time.monotonic() + 10
-        while httpx2.get(f"{srv.url}/v1/models").status_code != 401:
+        while httpx.get(f"{srv.url}/v1/models").status_code != 401:
             assert time.monotonic() < deadline
             time.sleep(0.3)
         time.sleep(0.3)

@@ -145,7 +145,6 @@ def setup(level: str, out: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
-    logging.getLogger("httpx2").setLevel(max(lvl, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-import httpx2
+# the stdlib's client, never through a proxy the environment names (the URL is a local one)
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -36,9 +39,10 @@ def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float, log: Path)
         if proc.poll() is not None:
             raise RuntimeError(f"process exited {proc.returncode}: {_tail(log)}")
         try:
-            if httpx2.get(url, timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
+            with _DIRECT.open(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, http.client.HTTPException):  # not up yet, or not 200 (HTTPError)
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout:g} s: {_tail(log)}")
