@@ -50,8 +50,14 @@ async def sqlite_factory(tmp_path: Path) -> AsyncIterator[Store]:
     yield open_store(f"sqlite:///{tmp_path}/t.db")
 
 
+@contextlib.asynccontextmanager
+async def memory_factory(tmp_path: Path) -> AsyncIterator[Store]:
+    yield open_store("memory://")
+
+
 STORE_FACTORIES = [
     pytest.param(sqlite_factory, id="sqlite"),
+    pytest.param(memory_factory, id="memory"),
 ]
 
 

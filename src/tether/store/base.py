@@ -8,13 +8,9 @@ from typing import Any, Protocol
 
 from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
 
-
-class StoreError(Exception):
-    """Base class for store failures the engine can act on."""
-
-
-class ConflictError(StoreError):
-    """The conversation moved on since it was read (another writer appended)."""
+# re-exported until every caller imports them from tether.store.errors
+from tether.store.errors import ConflictError as ConflictError
+from tether.store.errors import StoreError as StoreError
 
 
 @dataclass(frozen=True, slots=True)

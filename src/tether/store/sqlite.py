@@ -15,20 +15,21 @@ from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     ApiKeyRow,
-    ConflictError,
     IdempotencyKey,
     IdempotencyRecord,
     Loaded,
     TurnCommit,
 )
+from tether.store.errors import ConflictError
 from tether.store.sqlite_db import Database, sqlite_path
 
 INLINE_READ_MESSAGES = 500  # a turn's read of up to this many messages runs on the loop
 
 
 class SqliteStore:
-    def __init__(self, url: str, readers: int = 2) -> None:
+    def __init__(self, url: str, readers: int = 2, *, owner: str = "local") -> None:
         self.url = url
+        self.owner = owner  # written on every turn and claim; the start-up sweeps take only these
         self.path = sqlite_path(url)
         self.db = Database(self.path, readers)
 
@@ -233,17 +234,19 @@ class SqliteStore:
         return await self.db.write(run)
 
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
-        return await self.db.write(lambda c: sql.commit_turn(c, commit))
+        return await self.db.write(lambda c: sql.commit_turn(c, commit, self.owner))
 
     async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
-        await self.db.write(lambda c: sql.insert_turn(c, conversation_pk, turn, None, None))
+        await self.db.write(
+            lambda c: sql.insert_turn(c, conversation_pk, turn, None, None, self.owner)
+        )
 
     async def abandon_running_turns(self, error: dict[str, Any]) -> int:
         def run(c: sqlite3.Connection) -> int:
             cur = c.execute(
                 "UPDATE turns SET status = 'incomplete', error = ?, finished_at = ? "
-                "WHERE status = 'running'",
-                (sql.dumps(error), time.time()),
+                "WHERE status = 'running' AND (owner IS NULL OR owner = ?)",
+                (sql.dumps(error), time.time(), self.owner),
             )
             return cur.rowcount
 
@@ -308,13 +311,17 @@ class SqliteStore:
         return await self.db.read(run)
 
     async def add_alias(self, tenant_id: str, alias: str, conversation_pk: int) -> None:
-        await self.db.write(
-            lambda c: c.execute(
-                "INSERT INTO conversation_aliases (tenant_id, alias, conversation_pk, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (tenant_id, alias, conversation_pk, time.time()),
-            )
-        )
+        def run(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    "INSERT INTO conversation_aliases (tenant_id, alias, conversation_pk, "
+                    "created_at) VALUES (?, ?, ?, ?)",
+                    (tenant_id, alias, conversation_pk, time.time()),
+                )
+            except sqlite3.IntegrityError as exc:  # the alias is taken, or no such conversation
+                raise ConflictError(f"cannot add alias {alias!r}: {exc}") from exc
+
+        await self.db.write(run)
 
     async def claim_idempotency(
         self, key: IdempotencyKey, retention: float
@@ -337,8 +344,8 @@ class SqliteStore:
                 )
             c.execute(
                 "INSERT INTO idempotency_keys (tenant_id, route, key, request_hash, status, "
-                "created_at) VALUES (?, ?, ?, ?, 'running', ?)",
-                (*ident, key.request_hash, now),
+                "created_at, owner) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                (*ident, key.request_hash, now, self.owner),
             )
             return None
 
@@ -356,8 +363,9 @@ class SqliteStore:
     async def reap_idempotency(self, retention: float, running_too: bool = False) -> int:
         def run(c: sqlite3.Connection) -> int:
             cur = c.execute(
-                "DELETE FROM idempotency_keys WHERE created_at < ? OR (? AND status = 'running')",
-                (time.time() - retention, int(running_too)),
+                "DELETE FROM idempotency_keys WHERE created_at < ? OR (? AND status = 'running' "
+                "AND (owner IS NULL OR owner = ?))",
+                (time.time() - retention, int(running_too), self.owner),
             )
             return int(cur.rowcount)
 

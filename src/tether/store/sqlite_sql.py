@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 
 from tether.model import Checkpoint, Conversation, Message, TurnRecord
-from tether.store.base import ConflictError, TurnCommit
+from tether.store.base import NewConversation, TurnCommit
+from tether.store.errors import ConflictError
 
 CONV_COLS = (
     "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
@@ -120,12 +121,13 @@ def insert_turn(
     turn: TurnRecord,
     first_seq: int | None,
     last_seq: int | None,
+    owner: str | None,
 ) -> None:
     usage = turn.usage or {}
     c.execute(
         "INSERT OR REPLACE INTO turns (id, conversation_pk, status, model, stream, prompt_tokens, "
         "completion_tokens, usage, error, first_seq, last_seq, compacted, notes, started_at, "
-        "first_token_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "first_token_at, finished_at, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             turn.id,
             conversation_pk,
@@ -143,90 +145,113 @@ def insert_turn(
             turn.started_at,
             turn.first_token_at,
             turn.finished_at,
+            owner,
         ),
     )
 
 
-def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
+def commit_turn(c: sqlite3.Connection, commit: TurnCommit, owner: str | None) -> Conversation:
+    """A turn's messages, its record and the conversation's new state (and a keyed turn's
+    stored response); ConflictError, writing nothing, if the conversation moved on."""
     now = time.time()
     new = commit.new_conversation
     if new is not None:
-        c.execute(
-            "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (commit.tenant_id, now)
-        )
-        try:
-            cur = c.execute(
-                "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, "
-                "forked_from_pk, forked_from_seq, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    commit.tenant_id,
-                    new.id,
-                    new.title,
-                    new.model,
-                    commit.system_prompt,
-                    new.forked_from_pk,
-                    new.forked_from_seq,
-                    now,
-                    now,
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise ConflictError(f"conversation {new.id!r} already exists") from exc
-        pk = int(cur.lastrowid or 0)
-        last_seq = 0
-        if new.forked_from_pk is not None and new.forked_from_seq:
-            copied = c.execute(
-                f"INSERT INTO messages (conversation_pk, {MSG_COLS}) "
-                f"SELECT ?, {MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
-                (pk, new.forked_from_pk, new.forked_from_seq),
-            ).rowcount
-            if copied != new.forked_from_seq:
-                raise ConflictError(
-                    f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
-                )
-            last_seq = new.forked_from_seq
-        if commit.inherit_checkpoint is not None:
-            insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
-            c.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
+        pk, last_seq = _create_conversation(c, commit, new, now)
     else:
-        assert commit.conversation_pk is not None
-        pk = commit.conversation_pk
-        row = c.execute("SELECT last_seq FROM conversations WHERE pk = ?", (pk,)).fetchone()
-        if row is None:
-            raise ConflictError(f"conversation {pk} does not exist")
-        last_seq = int(row[0])
-        if last_seq != commit.expected_last_seq:
-            raise ConflictError(
-                f"conversation moved on: last seq {last_seq}, expected {commit.expected_last_seq}"
-            )
-    first_seq = last_seq + 1
-    rows = []
-    for offset, m in enumerate(commit.messages):
-        rows.append(
-            (
-                pk,
-                first_seq + offset,
-                m.role,
-                dumps(m.content),
-                dumps(m.tool_calls),
-                m.tool_call_id,
-                m.name,
-                dumps(m.extra),
-                m.tokens,
-                commit.turn.id,
-                now,
-            )
-        )
-    c.executemany(
-        f"INSERT INTO messages (conversation_pk, {MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
-    new_last = last_seq + len(rows)
+        pk, last_seq = _current(c, commit)
+    added = _insert_messages(c, commit, pk, last_seq + 1, now)
+    new_last = last_seq + added
     if commit.system_changed and new is None:
         c.execute(
             "UPDATE conversations SET system_prompt = ? WHERE pk = ?", (commit.system_prompt, pk)
         )
+    _advance(c, commit, pk, new_last, now)
+    if added:
+        insert_turn(c, pk, commit.turn, last_seq + 1, new_last, owner)
+    else:
+        insert_turn(c, pk, commit.turn, None, None, owner)
+    if commit.response is not None:
+        r = commit.response
+        c.execute(
+            "UPDATE idempotency_keys SET status = 'completed', stream = ?, response = ?, "
+            "headers = ?, completed_at = ? WHERE tenant_id = ? AND route = ? AND key = ?",
+            (int(r.stream), r.response, dumps(r.headers), now,
+             r.key.tenant_id, r.key.route, r.key.key),
+        )  # fmt: skip
+    row = c.execute(f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
+    return conversation_row(row)
+
+
+def _create_conversation(
+    c: sqlite3.Connection, commit: TurnCommit, new: NewConversation, now: float
+) -> tuple[int, int]:
+    """Insert the commit's new conversation (a fork: with its parent's prefix and inherited
+    checkpoint); its pk and last seq."""
+    c.execute(
+        "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (commit.tenant_id, now)
+    )
+    try:
+        cur = c.execute(
+            "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, "
+            "forked_from_pk, forked_from_seq, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (commit.tenant_id, new.id, new.title, new.model, commit.system_prompt,
+             new.forked_from_pk, new.forked_from_seq, now, now),
+        )  # fmt: skip
+    except sqlite3.IntegrityError as exc:
+        raise ConflictError(f"conversation {new.id!r} already exists") from exc
+    pk = int(cur.lastrowid or 0)
+    last_seq = 0
+    if new.forked_from_pk is not None and new.forked_from_seq:
+        copied = c.execute(
+            f"INSERT INTO messages (conversation_pk, {MSG_COLS}) "
+            f"SELECT ?, {MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
+            (pk, new.forked_from_pk, new.forked_from_seq),
+        ).rowcount
+        if copied != new.forked_from_seq:
+            raise ConflictError(
+                f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
+            )
+        last_seq = new.forked_from_seq
+    if commit.inherit_checkpoint is not None:
+        insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
+        c.execute("UPDATE conversations SET epoch = 1 WHERE pk = ?", (pk,))
+    return pk, last_seq
+
+
+def _current(c: sqlite3.Connection, commit: TurnCommit) -> tuple[int, int]:
+    """The commit's existing conversation (pk, last seq), if it is where the turn read it."""
+    assert commit.conversation_pk is not None
+    pk = commit.conversation_pk
+    row = c.execute("SELECT last_seq FROM conversations WHERE pk = ?", (pk,)).fetchone()
+    if row is None:
+        raise ConflictError(f"conversation {pk} does not exist")
+    last_seq = int(row[0])
+    if last_seq != commit.expected_last_seq:
+        raise ConflictError(
+            f"conversation moved on: last seq {last_seq}, expected {commit.expected_last_seq}"
+        )
+    return pk, last_seq
+
+
+def _insert_messages(
+    c: sqlite3.Connection, commit: TurnCommit, pk: int, first_seq: int, now: float
+) -> int:
+    """The turn's messages from `first_seq` on; how many."""
+    turn_id = commit.turn.id
+    rows = [
+        (pk, first_seq + offset, m.role, dumps(m.content), dumps(m.tool_calls), m.tool_call_id,
+         m.name, dumps(m.extra), m.tokens, turn_id, now)
+        for offset, m in enumerate(commit.messages)
+    ]  # fmt: skip
+    c.executemany(
+        f"INSERT INTO messages (conversation_pk, {MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    return len(rows)
+
+
+def _advance(c: sqlite3.Connection, commit: TurnCommit, pk: int, new_last: int, now: float) -> None:
+    """The conversation after the turn: its last seq, turn count, model, usage and hash."""
     usage = commit.turn.usage or {}
     # the upstream's count is the truth the next turn's estimate builds on; Tether's own
     # estimate (an upstream that sent no usage) is not
@@ -247,14 +272,3 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit) -> Conversation:
             pk,
         ),
     )
-    insert_turn(c, pk, commit.turn, first_seq if rows else None, new_last if rows else None)
-    if commit.response is not None:
-        r = commit.response
-        c.execute(
-            "UPDATE idempotency_keys SET status = 'completed', stream = ?, response = ?, "
-            "headers = ?, completed_at = ? WHERE tenant_id = ? AND route = ? AND key = ?",
-            (int(r.stream), r.response, dumps(r.headers), now,
-             r.key.tenant_id, r.key.route, r.key.key),
-        )  # fmt: skip
-    row = c.execute(f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
-    return conversation_row(row)
