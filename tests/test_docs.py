@@ -52,3 +52,64 @@ def test_every_error_code_raised_is_in_the_contract() -> None:
     }
     assert len(raised) > 40  # the pattern still finds them
     assert sorted(c for c in raised if f"`{c}`" not in contract) == []
+
+
+ARCHITECTURE = ROOT / "docs/architecture.md"
+PACKAGE = ROOT / "src/tether"
+FUTURE = "## Where the next pieces plug in"  # that section names modules not built yet
+TREE = "```\nsrc/tether/\n"
+
+
+def module_tree(doc: str) -> set[str]:
+    """The paths the Modules section's tree names (`api/app.py`, `api/` for a package), read
+    by indentation: two spaces a level; description lines are indented further."""
+    block = doc[doc.index("## Modules") :]
+    lines = block[block.index(TREE) + len(TREE) :].splitlines()
+    named: set[str] = set()
+    parents: list[str] = []
+    for line in lines[: lines.index("```")]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent >= 12:
+            continue  # a description carried onto the next line
+        depth, name = indent // 2 - 1, line.split()[0]
+        assert name.endswith((".py", "/")), f"not a module or a package: {line!r}"
+        parents[depth:] = [name] if name.endswith("/") else []
+        named.add("".join(parents[:depth]) + name)
+    return named
+
+
+def modules_in_src() -> set[str]:
+    """Every module file under src/tether, a package named by its directory (`api/`)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py" and rel.parent != Path("."):
+            found.add(f"{rel.parent.as_posix()}/")
+        else:
+            found.add(rel.as_posix())
+    return found
+
+
+def test_the_architecture_names_every_module_as_it_is() -> None:
+    named = module_tree(ARCHITECTURE.read_text())
+    assert "engine/turn.py" in named and "api/" in named  # the tree is read
+    actual = modules_in_src()
+    assert sorted(actual - named) == []  # modules the doc does not name
+    stale = [name for name in named - actual if not (PACKAGE / name).is_dir()]
+    assert stale == []  # names of modules that do not exist (any more)
+
+
+def test_every_module_path_the_architecture_mentions_exists() -> None:
+    """Outside the tree too: each `…/x.py` the text names is there (but in the section on what
+    is not built yet)."""
+    doc = ARCHITECTURE.read_text()
+    doc = doc[: doc.index(FUTURE)] + doc[doc.index("\n## ", doc.index(FUTURE) + 1) :]
+    mentioned = set(re.findall(r"`((?:[\w.-]+/)+[\w.-]+\.py)`", doc))
+    assert "engine/turn.py" in mentioned  # the pattern finds them
+    roots = ("src/", "tests/", "bench/")
+
+    def exists(name: str) -> bool:
+        return ((ROOT if name.startswith(roots) else PACKAGE) / name).is_file()
+
+    missing = [name for name in sorted(mentioned) if not exists(name.removeprefix("tether/"))]
+    assert missing == []
