@@ -6,12 +6,26 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
+from tether.api.errors import error_of
 from tether.testing.processes import free_port, stop, wait_ready
+
+
+async def client_error(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Await `call`; a storage exception leaves as the error the API answers it with
+    (`tether.api.errors.error_of`): what a client is told."""
+    try:
+        return await call()
+    except Exception as exc:
+        error = error_of(exc)
+        if error is None or error is exc:
+            raise
+        raise error from exc
 
 
 class ScriptedUpstream:

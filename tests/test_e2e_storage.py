@@ -21,7 +21,7 @@ import httpx2
 import orjson
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
+from tests.support import ScriptedUpstream, TetherServer, client_error
 from tether.errors import TetherError
 from tether.store.sqlite import SqliteStore
 
@@ -201,7 +201,7 @@ async def test_read_only_database_is_503_and_reads_still_work(
         lambda: store.add_api_key("u", "hash-2", "tk_efgh"),
     ):
         with pytest.raises(TetherError) as caught:
-            await attempt()
+            await client_error(attempt)
         error = caught.value
         assert (error.status, error.code) == (503, "storage_unavailable")
         assert error.headers == {"Retry-After": "5"}
@@ -221,7 +221,7 @@ async def test_unopenable_database_is_503(tmp_path: Path) -> None:
     try:
         for attempt in (lambda: store.resolve("t", "c"), lambda: store.ensure_tenant("t")):
             with pytest.raises(TetherError) as caught:
-                await attempt()
+                await client_error(attempt)
             assert (caught.value.status, caught.value.code) == (503, "storage_unavailable")
             assert caught.value.headers["Retry-After"] == "5"
     finally:

@@ -339,7 +339,18 @@ def test_frame_without_summary_or_ledger() -> None:
 
 
 def _checkpoint(summary: str | None, ledger: list[str]) -> Checkpoint:
-    return Checkpoint(1, 4, 4, summary, ledger, 0, 0, None, "v", {})
+    return Checkpoint(
+        epoch=1,
+        covers_through_seq=4,
+        prune_through_seq=4,
+        summary=summary,
+        ledger=ledger,
+        tokens_before=0,
+        tokens_after=0,
+        model=None,
+        prompt_version="v",
+        stats={},
+    )
 
 
 def test_system_block_appends_the_frame_to_the_system_prompt() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
+from tether.model import Checkpoint, Conversation, Message, Turn
 from tether.store import open_store
 from tether.store.base import ConflictError, NewConversation, Store, TurnCommit
 from tether.upstream.wire import chat_message
@@ -87,8 +87,8 @@ def new_turn(
     usage: dict[str, Any] | None = None,
     status: str = "completed",
     error: dict[str, Any] | None = None,
-) -> TurnRecord:
-    return TurnRecord(
+) -> Turn:
+    return Turn(
         id=f"turn-{uuid.uuid4().hex}",
         status=status,
         model=model,
@@ -126,7 +126,7 @@ async def create(
     system_prompt: str | None = None,
     title: str | None = None,
     model: str | None = "model-a",
-    turn: TurnRecord | None = None,
+    turn: Turn | None = None,
 ) -> Conversation:
     return await store.commit_turn(
         TurnCommit(
@@ -144,7 +144,7 @@ async def append(
     conv: Conversation,
     messages: list[Message],
     *,
-    turn: TurnRecord | None = None,
+    turn: Turn | None = None,
     expected_last_seq: int | None = None,
     **kw: Any,
 ) -> Conversation:
@@ -320,7 +320,7 @@ async def test_new_conversation_commit_stores_everything(store: Store) -> None:
     assert loaded[1].content is None
 
     row = await store.get_turn("tenant-a", "conv-1", turn.id)
-    assert row == TurnRow(
+    assert row == Turn(
         id=turn.id,
         conversation_id="conv-1",
         status="completed",
@@ -515,7 +515,7 @@ async def fork(
     through_seq: int,
     messages: list[Message],
     *,
-    turn: TurnRecord | None = None,
+    turn: Turn | None = None,
     inherit: Checkpoint | None = None,
     tenant: str | None = None,
 ) -> Conversation:
@@ -736,7 +736,7 @@ async def test_record_turn(store: Store) -> None:
 
     await store.record_turn(conv.pk, failed)
 
-    assert await store.get_turn("tenant-a", "conv-1", failed.id) == TurnRow(
+    assert await store.get_turn("tenant-a", "conv-1", failed.id) == Turn(
         id=failed.id,
         conversation_id="conv-1",
         status="failed",

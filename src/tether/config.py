@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -29,6 +30,14 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///./data/tether.db",
         description="Where conversations live (`sqlite:///path/to/file.db`).",
+    )
+    instance_id: str = Field(
+        "",
+        validate_default=True,
+        description=(
+            "Names this server in the running turns and idempotency claims it owns, so a "
+            "restart sweeps only its own (empty, the default: the host name)."
+        ),
     )
     upstream_base_url: str | None = Field(
         None,
@@ -271,9 +280,10 @@ class Settings(BaseSettings):
         ),
     )
 
-    @property
-    def upstream_configured(self) -> bool:
-        return bool(self.upstream_base_url)
+    @field_validator("instance_id")
+    @classmethod
+    def _host_name_by_default(cls, value: str) -> str:
+        return value or socket.gethostname()
 
     @property
     def loopback_only(self) -> bool:

@@ -55,12 +55,15 @@ class Message:
     created_at: float = 0.0
 
 
-@dataclass(slots=True)
-class TurnRecord:
+@dataclass(slots=True, kw_only=True)
+class Turn:
+    """One turn: what the engine records as it runs and ends, and what a store reads back
+    (`conversation_id`, and `first_seq`..`last_seq` once its messages are committed)."""
+
     id: str
     status: str  # running | completed | failed | incomplete | cancelled
     model: str | None
-    stream: bool
+    stream: bool = False
     started_at: float
     finished_at: float | None = None
     first_token_at: float | None = None
@@ -68,9 +71,12 @@ class TurnRecord:
     error: dict[str, Any] | None = None
     compacted: bool = False
     notes: dict[str, Any] | None = None
+    conversation_id: str | None = None
+    first_seq: int | None = None  # the turn's messages, once committed
+    last_seq: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpoint:
     """A compaction: the summary (and ledger) stands in for messages seq <= covers_through_seq;
     large tool outputs with seq <= prune_through_seq are shown as stubs. Never moves messages."""
@@ -87,18 +93,3 @@ class Checkpoint:
     stats: dict[str, Any]
     turn_id: str | None = None
     created_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRow:
-    id: str
-    conversation_id: str
-    status: str
-    model: str | None
-    usage: dict[str, Any] | None
-    error: dict[str, Any] | None
-    started_at: float
-    finished_at: float | None
-    first_seq: int | None = None  # the turn's messages, once committed
-    last_seq: int | None = None
-    notes: dict[str, Any] | None = None

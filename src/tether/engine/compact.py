@@ -79,16 +79,16 @@ async def compact(
     if cut_seq > pruned_through:
         pruned = prune(visible, cut_seq)
         trial = Checkpoint(
-            epoch,
-            covers,
-            cut_seq,
-            checkpoint.summary if checkpoint else None,
-            checkpoint.ledger if checkpoint else [],
-            before,
-            0,
-            None,
-            summary.PROMPT_VERSION,
-            {},
+            epoch=epoch,
+            covers_through_seq=covers,
+            prune_through_seq=cut_seq,
+            summary=checkpoint.summary if checkpoint else None,
+            ledger=checkpoint.ledger if checkpoint else [],
+            tokens_before=before,
+            tokens_after=0,
+            model=None,
+            prompt_version=summary.PROMPT_VERSION,
+            stats={},
         )
         after = measure(system_block(system, trial), [*pruned, *new])
         if after <= budget.limit and not force and after < before:
@@ -126,16 +126,16 @@ async def compact(
     found = await asyncio.to_thread(lambda: ledger.extract(summary.span_text(originals)))
     new_ledger = ledger.merge_ledgers(checkpoint.ledger if checkpoint else [], found)
     result = Checkpoint(
-        epoch,
-        cut_seq,
-        max(cut_seq, pruned_through),
-        text,
-        new_ledger,
-        before,
-        0,
-        model,
-        summary.PROMPT_VERSION,
-        {},
+        epoch=epoch,
+        covers_through_seq=cut_seq,
+        prune_through_seq=max(cut_seq, pruned_through),
+        summary=text,
+        ledger=new_ledger,
+        tokens_before=before,
+        tokens_after=0,
+        model=model,
+        prompt_version=summary.PROMPT_VERSION,
+        stats={},
     )
     after = measure(system_block(system, result), [*visible[start:], *new])
     total_ms = (time.perf_counter() - started) * 1000
@@ -154,17 +154,17 @@ def _replace_tokens(
     c: Checkpoint, after: int, stats: dict[str, object], turn_id: str | None
 ) -> Checkpoint:
     return Checkpoint(
-        c.epoch,
-        c.covers_through_seq,
-        c.prune_through_seq,
-        c.summary,
-        c.ledger,
-        c.tokens_before,
-        after,
-        c.model,
-        c.prompt_version,
-        stats,
-        turn_id,
+        epoch=c.epoch,
+        covers_through_seq=c.covers_through_seq,
+        prune_through_seq=c.prune_through_seq,
+        summary=c.summary,
+        ledger=c.ledger,
+        tokens_before=c.tokens_before,
+        tokens_after=after,
+        model=c.model,
+        prompt_version=c.prompt_version,
+        stats=stats,
+        turn_id=turn_id,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
+from tether.model import Checkpoint, Conversation, Message, Turn
 
 # re-exported until every caller imports them from tether.store.errors
 from tether.store.errors import ConflictError as ConflictError
@@ -61,7 +61,7 @@ class TurnCommit:
     """
 
     tenant_id: str
-    turn: TurnRecord
+    turn: Turn
     messages: list[Message]
     conversation_pk: int | None = None
     new_conversation: NewConversation | None = None
@@ -149,7 +149,7 @@ class Store(Protocol):
         conversation's last seq is not `expected_last_seq`."""
         ...
 
-    async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
+    async def record_turn(self, conversation_pk: int, turn: Turn) -> None:
         """Insert or replace a turn's record outside a commit: running at its start, or how it
         ended without committing (failed, incomplete, cancelled)."""
         ...
@@ -159,9 +159,11 @@ class Store(Protocol):
         incomplete with `error`. Returns how many."""
         ...
 
-    async def get_turn(
-        self, tenant_id: str, conversation_id: str, turn_id: str
-    ) -> TurnRow | None: ...
+    async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> Turn | None:
+        """The turn's record in the conversation this id (or an alias) names, with its
+        `conversation_id` (the conversation's own id) and message span set."""
+        ...
+
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]: ...
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
         """The tenant's conversations whose transcript hash is one of `hashes`."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
+from tether.model import Checkpoint, Conversation, Message, Turn
 from tether.store.base import (
     ApiKeyRow,
     IdempotencyKey,
@@ -43,7 +43,7 @@ def _checkpoint(cp: Checkpoint, **fields: Any) -> Checkpoint:
     return replace(cp, ledger=_json(cp.ledger), stats=_json(cp.stats), **fields)
 
 
-def _turn(turn: TurnRecord) -> TurnRecord:
+def _turn(turn: Turn) -> Turn:
     return replace(turn, usage=_json(turn.usage), error=_json(turn.error), notes=_json(turn.notes))
 
 
@@ -57,11 +57,9 @@ class _ApiKey:
 
 
 @dataclass(slots=True)
-class _TurnRow:
+class _Recorded:
     conversation_pk: int
-    turn: TurnRecord
-    first_seq: int | None
-    last_seq: int | None
+    turn: Turn  # its first_seq..last_seq set once committed; conversation_id never
     owner: str | None
 
 
@@ -88,7 +86,7 @@ class MemoryStore:
         self.aliases: dict[tuple[str, str], int] = {}
         self.messages: dict[int, list[Message]] = {}
         self.checkpoints: dict[int, list[Checkpoint]] = {}
-        self.turns: dict[str, _TurnRow] = {}
+        self.turns: dict[str, _Recorded] = {}
         self.claims: dict[tuple[str, str, str], _Claim] = {}
         self._last_pk = 0
 
@@ -291,7 +289,8 @@ class MemoryStore:
         self.conversations[conv.pk] = conv
         first = conv.last_seq - len(added) + 1 if added else None
         last = new_last if added else None
-        self.turns[turn.id] = _TurnRow(conv.pk, _turn(turn), first, last, self.owner)
+        recorded = replace(_turn(turn), conversation_id=None, first_seq=first, last_seq=last)
+        self.turns[turn.id] = _Recorded(conv.pk, recorded, self.owner)
         if commit.response is not None:
             r = commit.response
             claim = self.claims.get((r.key.tenant_id, r.key.route, r.key.key))
@@ -300,8 +299,9 @@ class MemoryStore:
                 claim.response, claim.headers = r.response, dict(r.headers)
         return conv
 
-    async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
-        self.turns[turn.id] = _TurnRow(conversation_pk, _turn(turn), None, None, self.owner)
+    async def record_turn(self, conversation_pk: int, turn: Turn) -> None:
+        recorded = replace(_turn(turn), conversation_id=None, first_seq=None, last_seq=None)
+        self.turns[turn.id] = _Recorded(conversation_pk, recorded, self.owner)
 
     def _mine(self, owner: str | None) -> bool:
         return owner is None or owner == self.owner
@@ -315,25 +315,12 @@ class MemoryStore:
             r.turn = replace(r.turn, status="incomplete", error=_json(error), finished_at=now)
         return len(left)
 
-    async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> TurnRow | None:
+    async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> Turn | None:
         conv = self._resolve(tenant_id, conversation_id)
         row = self.turns.get(turn_id)
         if conv is None or row is None or row.conversation_pk != conv.pk:
             return None
-        t = _turn(row.turn)
-        return TurnRow(
-            t.id,
-            conv.id,
-            t.status,
-            t.model,
-            t.usage,
-            t.error,
-            t.started_at,
-            t.finished_at,
-            row.first_seq,
-            row.last_seq,
-            t.notes,
-        )
+        return replace(_turn(row.turn), conversation_id=conv.id)
 
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]:
         mine = [c for c in self.conversations.values() if c.tenant_id == tenant_id]

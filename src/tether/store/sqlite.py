@@ -11,7 +11,7 @@ import time
 from importlib import resources
 from typing import Any
 
-from tether.model import Checkpoint, Conversation, Message, TurnRecord, TurnRow
+from tether.model import Checkpoint, Conversation, Message, Turn
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     ApiKeyRow,
@@ -236,7 +236,7 @@ class SqliteStore:
     async def commit_turn(self, commit: TurnCommit) -> Conversation:
         return await self.db.write(lambda c: sql.commit_turn(c, commit, self.owner))
 
-    async def record_turn(self, conversation_pk: int, turn: TurnRecord) -> None:
+    async def record_turn(self, conversation_pk: int, turn: Turn) -> None:
         await self.db.write(
             lambda c: sql.insert_turn(c, conversation_pk, turn, None, None, self.owner)
         )
@@ -252,31 +252,16 @@ class SqliteStore:
 
         return await self.db.write(run)
 
-    async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> TurnRow | None:
-        def run(c: sqlite3.Connection) -> TurnRow | None:
+    async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> Turn | None:
+        def run(c: sqlite3.Connection) -> Turn | None:
             conv = sql.resolve(c, tenant_id, conversation_id)
             if conv is None:
                 return None
             row = c.execute(
-                "SELECT id, status, model, usage, error, started_at, finished_at, first_seq, "
-                "last_seq, notes FROM turns WHERE id = ? AND conversation_pk = ?",
+                f"SELECT {sql.TURN_COLS} FROM turns WHERE id = ? AND conversation_pk = ?",
                 (turn_id, conv.pk),
             ).fetchone()
-            if row is None:
-                return None
-            return TurnRow(
-                row[0],
-                conv.id,
-                row[1],
-                row[2],
-                sql.loads(row[3]),
-                sql.loads(row[4]),
-                row[5],
-                row[6],
-                row[7],
-                row[8],
-                sql.loads(row[9]),
-            )
+            return None if row is None else sql.turn_row(row, conv.id)
 
         return await self.db.read(run)
 

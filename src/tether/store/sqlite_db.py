@@ -10,9 +10,10 @@ to 5 s. The loop's connection never checkpoints the WAL itself: every CHECKPOINT
 the writer thread runs a passive checkpoint, so the fsync it costs is never on the loop. Short
 reads may run on the loop's thread too (`read_inline`); the rest go to a small reader pool.
 
-A full disk (SQLITE_FULL) becomes 507 `insufficient_storage`; a read-only, locked or failing
-database becomes 503 `storage_unavailable` with Retry-After. Either way the transaction is rolled
-back whole, and the next write works once the cause is gone.
+A full disk (SQLITE_FULL) raises StorageFull; a read-only, locked or failing database raises
+StorageUnavailable (store/errors.py; the API answers them 507 `insufficient_storage` and 503
+`storage_unavailable`). Either way the transaction is rolled back whole, and the next write works
+once the cause is gone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TypeVar
 
 import structlog
 
-from tether.errors import TetherError
+from tether.store.errors import StorageFull, StorageUnavailable, StoreError
 from tether.store.sqlite_files import Files, check_schema_version, sqlite_path
 
 __all__ = ["Database", "sqlite_path", "storage_error", "storage_errors"]
@@ -47,36 +48,32 @@ _UNAVAILABLE = frozenset(
 )
 
 
-def storage_error(exc: sqlite3.Error) -> TetherError | None:
-    """The client-facing error for a storage failure, or None for any other SQLite error."""
+def storage_error(exc: sqlite3.Error) -> StoreError | None:
+    """The storage exception for a storage failure, or None for any other SQLite error."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return None
     name = getattr(exc, "sqlite_errorname", str(code))
     if code & 0xFF == sqlite3.SQLITE_FULL:
         log.error("store.disk_full", error=str(exc), code=name)
-        return TetherError(
-            507,
-            "insufficient_storage",
+        return StorageFull(
             "the server's database disk is full: nothing of this request was stored; "
-            "retry once space has been freed",
+            "retry once space has been freed"
         )
     if code & 0xFF in _UNAVAILABLE:
         log.error("store.unavailable", error=str(exc), code=name)
-        return TetherError(
-            503,
-            "storage_unavailable",
+        return StorageUnavailable(
             f"the server's database cannot be used right now ({name}): nothing of this request "
             "was stored; retry later",
-            headers={"Retry-After": "5"},
+            retry_after=5,
         )
     return None
 
 
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
-    """SQLite's storage failures raised as the client-facing TetherError (storage_error);
-    every other error as it is."""
+    """SQLite's storage failures raised as storage exceptions (storage_error); every other
+    error as it is."""
     try:
         yield
     except sqlite3.Error as exc:
@@ -132,12 +129,12 @@ class Database:
         """What Files.check would refuse with, or None (for /health)."""
         try:
             self._guard()
-        except TetherError as exc:
-            return exc.message
+        except StorageUnavailable as exc:
+            return str(exc)
         return None
 
     def _guard(self) -> None:
-        """503 if the open file is no longer the database's (Files.check)."""
+        """StorageUnavailable if the open file is no longer the database's (Files.check)."""
         if self.files is not None:
             self.files.check()
 
@@ -224,7 +221,7 @@ class Database:
             try:
                 return self._transaction(self._conn(), fn)
             except _Locked as exc:  # locked for longer than the busy timeout
-                with storage_errors():  # SQLITE_BUSY: 503 storage_unavailable
+                with storage_errors():  # SQLITE_BUSY: StorageUnavailable
                     raise exc.error from None
 
         loop = asyncio.get_running_loop()
@@ -255,7 +252,7 @@ class Database:
             if files is not None and files.wal_bytes() > WAL_LIMIT_BYTES:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 self.wal_truncations += 1
-        except (sqlite3.Error, TetherError) as exc:
+        except (sqlite3.Error, StoreError) as exc:
             log.warning("store.checkpoint_failed", error=str(exc))
         finally:
             self._checkpointing = False

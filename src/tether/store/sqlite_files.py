@@ -22,7 +22,7 @@ from typing import IO
 
 import structlog
 
-from tether.errors import TetherError
+from tether.store.errors import SchemaTooNew, StorageUnavailable
 
 log = structlog.get_logger("tether.store")
 _FS_IOC_GETFLAGS = 0x80086601
@@ -138,12 +138,10 @@ class Files:
             if self.failed is not None:
                 log.error("store.file_changed", path=str(self.path), problem=self.failed)
         if self.failed is not None:
-            raise TetherError(
-                503,
-                "storage_unavailable",
+            raise StorageUnavailable(
                 f"the server's database cannot be used: {self.failed}; nothing of this "
                 "request was stored. The operator must restart the server",
-                headers={"Retry-After": "30"},
+                retry_after=30,
             )
 
     def _problem(self) -> str | None:
@@ -169,10 +167,6 @@ class Files:
             if fd is not None:
                 os.close(fd)
         self.shm_fd = self.wal_fd = None
-
-
-class SchemaTooNew(ValueError):
-    """The database was written by a newer Tether (a migration this build does not know)."""
 
 
 @functools.cache

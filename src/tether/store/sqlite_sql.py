@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tether.model import Checkpoint, Conversation, Message, TurnRecord
+from tether.model import Checkpoint, Conversation, Message, Turn
 from tether.store.base import NewConversation, TurnCommit
 from tether.store.errors import ConflictError
 
@@ -34,18 +34,45 @@ CKPT_COLS = (
 def checkpoint_row(row: tuple[Any, ...]) -> Checkpoint:
     epoch, covers, prune, summary, ledger, before, after, model, version, stats, turn, at = row
     return Checkpoint(
-        epoch,
-        covers,
-        prune,
-        summary,
-        loads(ledger) or [],
-        before,
-        after,
-        model,
-        version,
-        loads(stats) or {},
-        turn,
-        at,
+        epoch=epoch,
+        covers_through_seq=covers,
+        prune_through_seq=prune,
+        summary=summary,
+        ledger=loads(ledger) or [],
+        tokens_before=before,
+        tokens_after=after,
+        model=model,
+        prompt_version=version,
+        stats=loads(stats) or {},
+        turn_id=turn,
+        created_at=at,
+    )
+
+
+TURN_COLS = (
+    "id, status, model, stream, started_at, finished_at, first_token_at, usage, error, "
+    "compacted, notes, first_seq, last_seq"
+)
+
+
+def turn_row(row: tuple[Any, ...], conversation_id: str) -> Turn:
+    tid, status, model, stream, started, finished, first_token, usage, error = row[:9]
+    compacted, notes, first_seq, last_seq = row[9:]
+    return Turn(
+        id=tid,
+        status=status,
+        model=model,
+        stream=bool(stream),
+        started_at=started,
+        finished_at=finished,
+        first_token_at=first_token,
+        usage=loads(usage),
+        error=loads(error),
+        compacted=bool(compacted),
+        notes=loads(notes),
+        conversation_id=conversation_id,
+        first_seq=first_seq,
+        last_seq=last_seq,
     )
 
 
@@ -118,7 +145,7 @@ def insert_checkpoint(c: sqlite3.Connection, conversation_pk: int, cp: Checkpoin
 def insert_turn(
     c: sqlite3.Connection,
     conversation_pk: int,
-    turn: TurnRecord,
+    turn: Turn,
     first_seq: int | None,
     last_seq: int | None,
     owner: str | None,
