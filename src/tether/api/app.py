@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from tether.api.auth import Authenticator
-from tether.api.errors import http_error, tether_error, unexpected_error
+from tether.api.errors import http_error, store_error, tether_error, unexpected_error
 from tether.api.hosts import HostGuard, allowed_hosts
 from tether.api.ratelimit import RateLimiter
 from tether.api.responses import EXPOSED_HEADERS
@@ -25,6 +25,7 @@ from tether.engine.turn import Engine
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
+from tether.store.errors import StoreError
 from tether.upstream.base import Upstream
 from tether.upstream.client import HttpUpstream
 
@@ -85,7 +86,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tokens.use(settings.tokenizer)
-        db = store or open_store(settings.database_url)
+        db = store or open_store(settings.database_url, owner=settings.instance_id)
         await db.open()
         await db.migrate()
         up = upstream if upstream is not None else make_upstream(settings)
@@ -138,6 +139,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             TetherError: tether_error,
+            StoreError: store_error,
             HTTPException: http_error,
             Exception: unexpected_error,
         },

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from tether.api.responses import json_response
 from tether.errors import TetherError
+from tether.store.errors import ConflictError, StorageFull, StorageUnavailable, StoreError
 
 log = structlog.get_logger("tether.api")
 
@@ -22,6 +23,36 @@ def error_response(error: TetherError, headers: dict[str, str] | None = None) ->
 async def tether_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TetherError)
     return error_response(exc)
+
+
+def error_of(exc: Exception) -> TetherError | None:
+    """The client-facing error for an exception, or None if it is not one a client may be
+    told (a bug: the caller answers 500). The one place storage failures become HTTP: a full
+    disk 507 `insufficient_storage`; a database that cannot be used 503 `storage_unavailable`
+    with Retry-After; a write that lost a race 409 `conversation_busy`."""
+    if isinstance(exc, TetherError):
+        return exc
+    if isinstance(exc, StorageFull):
+        return TetherError(507, "insufficient_storage", str(exc))
+    if isinstance(exc, StorageUnavailable):
+        retry = {"Retry-After": str(exc.retry_after)}
+        return TetherError(503, "storage_unavailable", str(exc), headers=retry)
+    if isinstance(exc, ConflictError):
+        return TetherError(
+            409,
+            "conversation_busy",
+            f"the conversation changed meanwhile: {exc}",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, StoreError):  # e.g. a schema newer than this build, met while serving
+        return TetherError(503, "storage_unavailable", str(exc), headers={"Retry-After": "30"})
+    return None
+
+
+async def store_error(request: Request, exc: Exception) -> Response:
+    error = error_of(exc)
+    assert isinstance(exc, StoreError) and error is not None
+    return error_response(error)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
