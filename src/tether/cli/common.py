@@ -15,6 +15,7 @@ from tether.config import Settings
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
+from tether.store.errors import StoreError
 
 T = TypeVar("T")
 
@@ -37,14 +38,14 @@ async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) ->
     read-only, a newer schema, a bad URL) is one line on stderr and exit code 2, not a
     traceback."""
     try:
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, owner=settings.instance_id)
         await store.open()
         try:
             await store.migrate()
             return await fn(store)
         finally:
             await store.close()
-    except (TetherError, ValueError, OSError, sqlite3.Error) as exc:
+    except (TetherError, StoreError, ValueError, OSError, sqlite3.Error) as exc:
         message = exc.message if isinstance(exc, TetherError) else str(exc)
         err.print(f"[red]error:[/red] {settings.database_url}: {message}", highlight=False)
         raise typer.Exit(2) from None
