@@ -127,7 +127,7 @@ def test_every_error_response_is_the_envelope() -> None:
                 if int(status) >= 400 and not (path == "/health" and status == "503"):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
-    error = spec["components"]["schemas"]["Error"]["properties"]["error"]
+    error = resolve(spec, spec["components"]["schemas"]["Error"]["properties"]["error"])
     assert set(error["required"]) == {"message", "type", "param", "code"}
 
 

@@ -14,9 +14,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tether.api.auth import Authenticator
 from tether.api.errors import http_error, store_error, tether_error, unexpected_error
+from tether.api.gate import AuthGate
 from tether.api.hosts import HostGuard, allowed_hosts
+from tether.api.jsonbody import EXPOSED_HEADERS
 from tether.api.ratelimit import RateLimiter
-from tether.api.responses import EXPOSED_HEADERS
 from tether.api.routes import routes
 from tether.api.state import AppState
 from tether.compaction import tokens
@@ -78,51 +79,40 @@ async def _reap(store: Store, retention: float, every: float = 600.0) -> None:
             log.info("idempotency.reaped", removed=removed)
 
 
-def create_app(
-    settings: Settings, store: Store | None = None, upstream: Upstream | None = None
-) -> Starlette:
-    """Build the app. `store` and `upstream` default to what `settings` describe."""
+async def _start(
+    settings: Settings, store: Store | None, upstream: Upstream | None, limiter: RateLimiter | None
+) -> AppState:
+    """Open the store, build the engine, and sweep what a previous process left behind."""
+    tokens.use(settings.tokenizer)
+    db = store or open_store(settings.database_url, owner=settings.instance_id)
+    await db.open()
+    await db.migrate()
+    up = upstream if upstream is not None else make_upstream(settings)
+    engine = Engine(db, up, settings)
+    if up is not None:
+        await _discover_models(engine)
+    state = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
+    # claims left running by a previous process never committed: their retries may run
+    await db.reap_idempotency(settings.idempotency_retention, running_too=True)
+    # ...and turns they left running never finished (one server per SQLite file, so none
+    # of them is running anywhere now)
+    abandoned = await db.abandon_running_turns(
+        {
+            "message": "the server stopped before this turn finished; nothing of it was "
+            "stored — send it again (with the same Idempotency-Key, if it had one)",
+            "type": "server_error",
+            "code": "server_restarted",
+        }
+    )
+    if abandoned:
+        log.warning("turns.marked_incomplete", turns=abandoned)
+    return state
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tokens.use(settings.tokenizer)
-        db = store or open_store(settings.database_url, owner=settings.instance_id)
-        await db.open()
-        await db.migrate()
-        up = upstream if upstream is not None else make_upstream(settings)
-        engine = Engine(db, up, settings)
-        if up is not None:
-            await _discover_models(engine)
-        app.state.tether = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
-        # claims left running by a previous process never committed: their retries may run
-        await db.reap_idempotency(settings.idempotency_retention, running_too=True)
-        # ...and turns they left running never finished (one server per SQLite file, so none
-        # of them is running anywhere now)
-        abandoned = await db.abandon_running_turns(
-            {
-                "message": "the server stopped before this turn finished; nothing of it was "
-                "stored — send it again (with the same Idempotency-Key, if it had one)",
-                "type": "server_error",
-                "code": "server_restarted",
-            }
-        )
-        if abandoned:
-            log.warning("turns.marked_incomplete", turns=abandoned)
-        retention = settings.idempotency_retention
-        reaper = asyncio.create_task(_reap(db, retention, every=min(600.0, retention)))
-        try:
-            yield
-        finally:
-            reaper.cancel()
-            await engine.drain(settings.shutdown_grace_seconds)
-            if up is not None:
-                await up.aclose()
-            await db.close()
 
-    limiter = None
-    if settings.rate_limit_rps > 0:
-        limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
-    middleware = [Middleware(HostGuard, allowed=allowed_hosts(settings))]  # before CORS answers
+def _middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first: the Host check (before CORS answers anything), CORS if on (it answers
+    preflights itself), then authentication (api/gate.py), so its errors carry CORS headers."""
+    middleware = [Middleware(HostGuard, allowed=allowed_hosts(settings))]
     if settings.cors_origins:  # off by default: no layer to pass through on every request
         middleware.append(
             Middleware(
@@ -133,9 +123,35 @@ def create_app(
                 expose_headers=EXPOSED_HEADERS,
             )
         )
+    middleware.append(Middleware(AuthGate, preflights=bool(settings.cors_origins)))
+    return middleware
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, upstream: Upstream | None = None
+) -> Starlette:
+    """Build the app. `store` and `upstream` default to what `settings` describe."""
+    limiter = None
+    if settings.rate_limit_rps > 0:
+        limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = app.state.tether = await _start(settings, store, upstream, limiter)
+        retention = settings.idempotency_retention
+        reaper = asyncio.create_task(_reap(state.store, retention, every=min(600.0, retention)))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await state.engine.drain(settings.shutdown_grace_seconds)
+            if state.upstream is not None:
+                await state.upstream.aclose()
+            await state.store.close()
+
     return Starlette(
         routes=routes,
-        middleware=middleware,
+        middleware=_middleware(settings),
         lifespan=lifespan,
         exception_handlers={
             TetherError: tether_error,

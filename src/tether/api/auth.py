@@ -1,6 +1,6 @@
 """`Authorization: Bearer <key>` → tenant. With no keys at all (allowed on loopback only) every
-caller is the `default` tenant. The per-key rate limit (if on) is applied here too, since every
-authenticated route asks for its tenant first."""
+caller is the `default` tenant. The per-key rate limit (if on) is applied here too. Called once
+per request, before routing, by api/gate.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import secrets
 import time
 
 import structlog
-from starlette.requests import Request
 
 from tether.api.ratelimit import RateLimiter
 from tether.errors import TetherError
@@ -18,7 +17,6 @@ from tether.store.base import Store
 log = structlog.get_logger("tether.auth")
 
 OPEN_TENANT = "default"
-_SCOPE_KEY = "tether.tenant"  # the request's tenant, once authenticated
 KEY_PREFIX = "tk_"
 
 
@@ -61,22 +59,16 @@ class Authenticator:
             self._open = (now, value)
         return value
 
-    async def tenant(self, request: Request) -> str:
-        """The caller's tenant; 401 without a valid key, 429 over the key's rate limit. Once per
-        request: the answer is kept in the ASGI scope, so a route (and the helpers it calls)
-        may ask again without a second look-up or a second token of the rate limit."""
-        known = request.scope.get(_SCOPE_KEY)
-        if isinstance(known, str):
-            return known
-        tenant, bucket = await self._identify(request)
+    async def authenticate(self, authorization: str | None) -> str:
+        """The tenant of a request sending this Authorization header; 401 without a valid
+        key, 429 over the key's rate limit (one token taken)."""
+        tenant, bucket = await self._identify(authorization)
         if self.limiter is not None:
             self.limiter.check(bucket)
-        request.scope[_SCOPE_KEY] = tenant
         return tenant
 
-    async def _identify(self, request: Request) -> tuple[str, str]:
+    async def _identify(self, header: str | None) -> tuple[str, str]:
         """(tenant, rate-limit bucket): the key's hash for a valid key, else the open tenant."""
-        header = request.headers.get("authorization")
         if header:
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer" or not key.strip():

@@ -11,10 +11,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.api.access import state_of
+from tether.api.access import state_of, tenant_of
 from tether.api.body import check_depth, read_json_object
+from tether.api.jsonbody import json_response
 from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request, parse_message
-from tether.api.responses import json_response
 from tether.api.sse import replay_stream, turn_stream
 from tether.compaction.policy import CompactionMode
 from tether.engine.ids import check_conversation_id
@@ -76,7 +76,7 @@ def _choice(request: Request, header: str, choices: tuple[str, ...]) -> str:
 
 async def chat_completions(request: Request) -> Response:
     state = state_of(request)
-    tenant = await state.auth.tenant(request)
+    tenant = tenant_of(request)
     # each message's nesting is checked as it is parsed (parse_message)
     data = await read_json_object(request, state.settings.max_body_bytes, "messages")
     chat = parse_chat_request(data)

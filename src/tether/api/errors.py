@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.api.responses import json_response
+from tether.api.jsonbody import json_response
 from tether.errors import TetherError
 from tether.store.errors import ConflictError, StorageFull, StorageUnavailable, StoreError
 

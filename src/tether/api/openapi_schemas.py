@@ -1,9 +1,17 @@
-"""The OpenAPI description's building blocks and the response bodies' schemas (the shapes
-the routes return). Assembled into the document by api/openapi.py."""
+"""The OpenAPI description's components: the body schemas, generated from the types that build
+the bodies (the request from api/models.py's pydantic models, every response from
+api/shapes.py's TypedDicts), and the parameters and response headers, as data. Assembled into
+the document by api/openapi.py."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
+
+from tether.api.models import ChatRequest
+from tether.api.shapes import RESPONSE_SHAPES
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -11,303 +19,215 @@ Schema = dict[str, Any]
 
 CONVERSATION_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # tether.engine.ids
 ETAG_PATTERN = '^"v[0-9]+"$'
+_REFS = "#/components/schemas/{model}"
+
+STRING: Schema = {"type": "string"}
+ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 
 
 def ref(kind: str, name: str) -> Schema:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
+# -- body schemas ------------------------------------------------------------------------------
 
 
-def obj(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
-    return {"type": "object", "required": required, "properties": properties, **extra}
+class _Untitled(GenerateJsonSchema):
+    """No `title` on every property (the component's name says what it is)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
 
 
-STRING: Schema = {"type": "string"}
-INTEGER: Schema = {"type": "integer"}
-NUMBER: Schema = {"type": "number"}
-BOOLEAN: Schema = {"type": "boolean"}
-ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
+def _tidy(schemas: dict[str, Schema]) -> dict[str, Schema]:
+    """Component titles are their names; docstring descriptions on one line."""
+    for name, schema in schemas.items():
+        schema["title"] = name
+        if "description" in schema:
+            schema["description"] = " ".join(schema["description"].split())
+    return schemas
 
 
 def response_schemas() -> dict[str, Schema]:
-    error_object = obj(
-        ["message", "type", "param", "code"],
-        {
-            "message": STRING,
-            "type": {
-                "type": "string",
-                "examples": ["invalid_request_error", "not_found_error", "api_error"],
-            },
-            "param": nullable(STRING),
-            "code": {"type": "string", "examples": ["conversation_not_found"]},
-        },
+    """Every response body's schema and the shapes they use, from api/shapes.py."""
+    out: dict[str, Schema] = {}
+    for name, shape in RESPONSE_SHAPES.items():
+        schema = TypeAdapter(shape).json_schema(
+            ref_template=_REFS, mode="serialization", schema_generator=_Untitled
+        )
+        out |= schema.pop("$defs", {})
+        out[name] = schema
+    return _tidy(out)
+
+
+def request_schemas() -> dict[str, Schema]:
+    """ChatCompletionRequest and the models it uses, from the pydantic models themselves."""
+    schema = ChatRequest.model_json_schema(ref_template=_REFS)
+    defs: dict[str, Schema] = schema.pop("$defs", {})
+    # the route checks `conversation` like the id headers (tether.engine.ids)
+    schema["properties"]["conversation"]["anyOf"][0]["pattern"] = CONVERSATION_ID_PATTERN
+    schema["title"] = "ChatCompletionRequest"
+    schema["description"] = (
+        "An OpenAI Chat Completions request. Fields other than `messages`, `model`, `stream`, "
+        "`stream_options` and `conversation` (temperature, tools, max_tokens…) are passed to the "
+        "upstream model as sent. `conversation` names the conversation like the "
+        "X-Tether-Conversation header (naming two different ids is a 400)."
     )
-    forked_from = obj(["conversation_id", "seq"], {"conversation_id": STRING, "seq": INTEGER})
-    tether_info = obj(
-        ["conversation_id", "turn_id", "epoch", "compacted", "tokens_before", "tokens_after"],
-        {
-            "conversation_id": STRING,
-            "turn_id": STRING,
-            "epoch": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "the checkpoint the model's view was built on (0: none yet)",
-            },
-            "compacted": {
-                "type": "boolean",
-                "description": "whether a compaction ran during this request",
-            },
-            "tokens_before": nullable(INTEGER),
-            "tokens_after": nullable(INTEGER),
-            "forked_from": forked_from,
-        },
-        description="Where the turn ran.",
-    )
-    completion = obj(
-        ["choices", "tether"],
-        {
-            "id": STRING,
-            "object": STRING,
-            "created": INTEGER,
-            "model": STRING,
-            "choices": {
-                "type": "array",
-                "items": obj(
-                    [],
-                    {
-                        "index": INTEGER,
-                        "message": ANY_OBJECT,
-                        "finish_reason": nullable(STRING),
-                    },
-                ),
-            },
-            "usage": nullable(ANY_OBJECT),
-            "tether": ref("schemas", "TetherInfo"),
-        },
-        description="The upstream model's chat.completion, as it answered, plus `tether`.",
-    )
-    event = obj(
-        ["data"],
-        {
-            "data": {
-                "type": "string",
-                "description": "A chat.completion.chunk as JSON (the one with `finish_reason` "
-                "also carries `tether`), an error envelope as JSON if the turn failed after "
-                "its first token, or `[DONE]` at the end.",
-            },
-            "event": {"const": "message"},
-            "id": {
-                "type": "string",
-                "pattern": "^[0-9]+$",
-                "description": "the event's place in the turn's stream, for Last-Event-ID",
-            },
-        },
-        description="One server-sent event (SSE comments, such as the compaction notice and "
-        "keep-alive pings, are not events).",
-    )
-    model = obj(["id"], {"id": STRING, "object": STRING, "owned_by": STRING})
-    stored_message = obj(
-        ["seq", "role", "content"],
-        {
-            "seq": {"type": "integer", "minimum": 1},
-            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
-            "content": {"anyOf": [STRING, {"type": "array"}, {"type": "null"}]},
-            "tool_calls": {"type": "array", "items": ANY_OBJECT},
-            "tool_call_id": STRING,
-            "name": STRING,
-        },
-        additionalProperties=True,
-        description="A stored message as the model sees it (extra fields the client sent are "
-        "kept), with its place in the transcript.",
-    )
-    listed_message = {
-        "allOf": [
-            ref("schemas", "StoredMessage"),
-            obj(["turn_id", "created_at"], {"turn_id": nullable(STRING), "created_at": NUMBER}),
-        ]
-    }
-    checkpoint = obj(
-        [
-            "epoch",
-            "covers_through_seq",
-            "prune_through_seq",
-            "tokens_before",
-            "tokens_after",
-            "model",
-            "prompt_version",
-            "ledger_entries",
-            "summary_chars",
-            "stats",
-            "turn_id",
-            "created_at",
-        ],
-        {
-            "epoch": INTEGER,
-            "covers_through_seq": INTEGER,
-            "prune_through_seq": INTEGER,
-            "tokens_before": INTEGER,
-            "tokens_after": INTEGER,
-            "model": nullable(STRING),
-            "prompt_version": STRING,
-            "ledger_entries": INTEGER,
-            "summary_chars": INTEGER,
-            "stats": ANY_OBJECT,
-            "turn_id": nullable(STRING),
-            "created_at": NUMBER,
-        },
-        description="A compaction: its summary stands in for messages up to covers_through_seq.",
-    )
+    return {"ChatCompletionRequest": schema, **defs}
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def _header(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
+    return {"name": name, "in": "header", "schema": schema, "description": description, **extra}
+
+
+def _query(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
+    return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
+
+
+def _path(name: str, schema: Schema, description: str) -> Schema:
     return {
-        "Error": obj(
-            ["error"],
-            {"error": error_object},
-            description="Every error: the OpenAI error envelope.",
-        ),
-        "TetherInfo": tether_info,
-        "ChatCompletion": completion,
-        "ChatCompletionEvent": event,
-        "Model": model,
-        "ModelList": obj(
-            ["data"],
-            {"object": {"const": "list"}, "data": {"type": "array", "items": model}},
-        ),
-        "Health": obj(
-            ["status", "database", "upstream"],
-            {
-                "status": {"enum": ["ok", "draining", "storage_unavailable"]},
-                "database": {"type": "string", "examples": ["sqlite"]},
-                "upstream": {"type": "boolean", "description": "whether an upstream is set"},
-                "problem": {"type": "string", "description": "why storage is unavailable"},
-            },
-        ),
-        "Conversation": obj(
-            [
-                "id",
-                "object",
-                "title",
-                "model",
-                "messages",
-                "turns",
-                "epoch",
-                "forked_from",
-                "created_at",
-                "updated_at",
-            ],
-            {
-                "id": STRING,
-                "object": {"const": "conversation"},
-                "title": nullable(STRING),
-                "model": nullable(STRING),
-                "messages": {"type": "integer", "minimum": 0, "description": "the last seq"},
-                "turns": {"type": "integer", "minimum": 0},
-                "epoch": {"type": "integer", "minimum": 0},
-                "forked_from": nullable(forked_from),
-                "created_at": NUMBER,
-                "updated_at": NUMBER,
-            },
-        ),
-        "StoredMessage": stored_message,
-        "MessageList": obj(
-            ["object", "conversation_id", "data", "has_more"],
-            {
-                "object": {"const": "list"},
-                "conversation_id": STRING,
-                "data": {"type": "array", "items": listed_message},
-                "has_more": {"type": "boolean"},
-            },
-        ),
-        "Turn": obj(
-            [
-                "id",
-                "object",
-                "conversation_id",
-                "status",
-                "model",
-                "usage",
-                "error",
-                "notes",
-                "started_at",
-                "finished_at",
-                "messages",
-            ],
-            {
-                "id": STRING,
-                "object": {"const": "conversation.turn"},
-                "conversation_id": STRING,
-                "status": {"enum": ["running", "completed", "failed", "incomplete", "cancelled"]},
-                "model": nullable(STRING),
-                "usage": nullable(ANY_OBJECT),
-                "error": nullable(error_object),
-                "notes": {
-                    **nullable(ANY_OBJECT),
-                    "description": "what Tether did besides the model call: `compaction` (paused "
-                    "or failed), `dangling_tool_calls` (the unanswered tool calls it closed)",
-                },
-                "started_at": NUMBER,
-                "finished_at": nullable(NUMBER),
-                "messages": {
-                    "type": "array",
-                    "items": ref("schemas", "StoredMessage"),
-                    "description": "the messages the turn stored, once completed",
-                },
-            },
-        ),
-        "Checkpoint": checkpoint,
-        "Context": obj(
-            [
-                "object",
-                "conversation_id",
-                "model",
-                "window",
-                "reserved_output",
-                "threshold",
-                "compact_above_tokens",
-                "tokens",
-                "last_reported_prompt_tokens",
-                "epoch",
-                "covers_through_seq",
-                "messages_total",
-                "messages_in_view",
-                "checkpoints",
-            ],
-            {
-                "object": {"const": "conversation.context"},
-                "conversation_id": STRING,
-                "model": STRING,
-                "window": INTEGER,
-                "reserved_output": INTEGER,
-                "threshold": NUMBER,
-                "compact_above_tokens": INTEGER,
-                "tokens": INTEGER,
-                "last_reported_prompt_tokens": nullable(INTEGER),
-                "epoch": INTEGER,
-                "covers_through_seq": INTEGER,
-                "messages_total": INTEGER,
-                "messages_in_view": INTEGER,
-                "checkpoints": {"type": "array", "items": ref("schemas", "Checkpoint")},
-                "view": {
-                    "type": "array",
-                    "items": ANY_OBJECT,
-                    "description": "with view=true: exactly the messages the model sees",
-                },
-                "summary": nullable(STRING),
-                "ledger": {"type": "array", "items": STRING},
-            },
-        ),
-        "CompactResult": obj(
-            ["conversation_id", "compacted", "epoch"],
-            {
-                "conversation_id": STRING,
-                "compacted": BOOLEAN,
-                "epoch": INTEGER,
-                "reason": {"type": "string", "description": "why nothing was compacted"},
-            },
-            description="With compacted=true, the new checkpoint's fields too.",
-        ),
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
     }
 
 
-# -- parameters and headers --------------------------------------------------------------------
+_CONVERSATION_ID: Schema = {"type": "string", "pattern": CONVERSATION_ID_PATTERN}
+
+PARAMETERS: dict[str, Schema] = {
+    "ConversationId": _path(
+        "conversation_id", _CONVERSATION_ID, "The conversation's id, or one of its aliases."
+    ),
+    "TurnId": _path(
+        "turn_id",
+        {"type": "string", "examples": ["turn_0123456789abcdef01234567"]},
+        "A turn's id (X-Tether-Turn, or `tether.turn_id`).",
+    ),
+    "ModelId": _path("model_id", STRING, "The model's id (may hold slashes: openai/gpt-4o)."),
+    "IdempotencyKey": _header(
+        "Idempotency-Key",
+        {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+        "A retry with the same key and request replays the first result "
+        "(Idempotent-Replayed: true) instead of running a second turn. Scoped to the tenant.",
+    ),
+    "HermesSessionId": _header(
+        "X-Hermes-Session-Id",
+        _CONVERSATION_ID,
+        "The conversation (same meaning as X-Tether-Conversation). An unknown id creates "
+        "the conversation, except an unknown server-minted `conv_…` id (404).",
+    ),
+    "TetherConversation": _header(
+        "X-Tether-Conversation",
+        _CONVERSATION_ID,
+        "The conversation (same meaning as X-Hermes-Session-Id).",
+    ),
+    "TetherHistory": _header(
+        "X-Tether-History",
+        {"enum": ["auto", "append", "replay"], "default": "auto"},
+        "Whether the request's messages are new messages (append) or the whole history "
+        "(replay); auto guesses from the presence of an assistant message.",
+    ),
+    "TetherCompaction": _header(
+        "X-Tether-Compaction",
+        {"enum": ["auto", "off", "now"], "default": "auto"},
+        "Compact when needed (auto), never during this request (off), or before it (now).",
+    ),
+    "TetherConcurrency": _header(
+        "X-Tether-Concurrency",
+        {"enum": ["enqueue", "reject"], "default": "enqueue"},
+        "While another turn of the conversation runs: wait in line (enqueue) or answer "
+        "409 conversation_busy at once (reject).",
+    ),
+    "TetherMatch": _header(
+        "X-Tether-Match",
+        {"enum": ["auto", "off"], "default": "auto"},
+        "A full-history request continues the conversation whose transcript its history "
+        "extends: with no id, the tenant's; naming one it diverges from, its fork (auto); or "
+        "never (off: no id makes a new conversation, a divergence a new fork).",
+    ),
+    "IfMatch": _header(
+        "If-Match",
+        STRING,
+        'Run only on this transcript version (an ETag such as "v12", or *); otherwise 412.',
+    ),
+    "After": _query(
+        "after",
+        {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999},
+        "Only messages with a greater seq (to page on).",
+        example=0,
+    ),
+    "Limit": _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000},
+        "Messages per page (then `has_more` says whether more follow).",
+        example=100,
+    ),
+    "View": _query(
+        "view",
+        {"type": "boolean", "default": False},
+        "Also return exactly what the model sees (view, summary, ledger).",
+        example=True,
+    ),
+    "LastEventId": _header(
+        "Last-Event-ID",
+        {"type": "string", "pattern": "^[0-9]{0,9}$"},
+        "Resume after this event (the `id:` of the last event received).",
+        example="0",
+    ),
+    "EventsAfter": _query(
+        "after",
+        {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+        "Same as Last-Event-ID (the header wins), for clients that cannot set headers.",
+    ),
+}
+
+# -- response headers ----------------------------------------------------------------------------
+
+HEADERS: dict[str, Schema] = {
+    "XTetherConversation": {
+        "required": True,
+        "schema": _CONVERSATION_ID,
+        "description": "The conversation the request ran on (after a fork: the fork's id).",
+    },
+    "XHermesSessionId": {
+        "required": True,
+        "schema": _CONVERSATION_ID,
+        "description": "Same as X-Tether-Conversation.",
+    },
+    "XTetherTurn": {"required": True, "schema": STRING, "description": "The turn's id."},
+    "XTetherEpoch": {
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "The checkpoint the model's view was built on.",
+    },
+    "ETag": {
+        "required": True,
+        "schema": {"type": "string", "pattern": ETAG_PATTERN},
+        "description": "The transcript version (its last seq), for If-Match.",
+    },
+    "RetryAfter": {
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "Seconds to wait before retrying.",
+    },
+    "IdempotentReplayed": {
+        "schema": {"const": "true"},
+        "description": "Present when the response is the replay of an earlier request "
+        "with the same Idempotency-Key.",
+    },
+}
+
+# a response header's name → its component above
+HEADER_COMPONENTS = {
+    "X-Hermes-Session-Id": "XHermesSessionId",
+    "X-Tether-Conversation": "XTetherConversation",
+    "X-Tether-Turn": "XTetherTurn",
+    "X-Tether-Epoch": "XTetherEpoch",
+    "ETag": "ETag",
+    "Retry-After": "RetryAfter",
+    "Idempotent-Replayed": "IdempotentReplayed",
+}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,14 +11,23 @@ from starlette.routing import Route
 
 from tether.api import chat, turns
 from tether.api.access import owned, state_of
+from tether.api.jsonbody import json_response
 from tether.api.openapi import get_openapi
-from tether.api.responses import json_response
+from tether.api.shapes import (
+    CompactResult,
+    Context,
+    Health,
+    MessageList,
+    Model,
+    ModelList,
+    conversation_body,
+    listed_message,
+)
 from tether.api.state import AppState
 from tether.engine.inspect import compact_conversation, context_report
 from tether.engine.types import etag
 from tether.errors import TetherError
 from tether.model import Conversation
-from tether.upstream.wire import chat_message
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MESSAGES_PAGE = 1000  # messages per page of GET …/messages, by default
@@ -29,27 +38,9 @@ def _conv_headers(conv: Conversation) -> dict[str, str]:
     return {"X-Tether-Conversation": conv.id, "ETag": etag(conv.last_seq)}
 
 
-def _conversation_json(conv: Conversation) -> dict[str, Any]:
-    forked = None
-    if conv.forked_from_id:
-        forked = {"conversation_id": conv.forked_from_id, "seq": conv.forked_from_seq}
-    return {
-        "id": conv.id,
-        "object": "conversation",
-        "title": conv.title,
-        "model": conv.model,
-        "messages": conv.last_seq,
-        "turns": conv.turn_count,
-        "epoch": conv.epoch,
-        "forked_from": forked,
-        "created_at": conv.created_at,
-        "updated_at": conv.updated_at,
-    }
-
-
 async def get_conversation(request: Request) -> Response:
     _, conv = await owned(request)
-    return json_response(_conversation_json(conv), 200, _conv_headers(conv))
+    return json_response(conversation_body(conv), 200, _conv_headers(conv))
 
 
 async def get_messages(request: Request) -> Response:
@@ -70,21 +61,13 @@ async def get_messages(request: Request) -> Response:
         )
     through = int(after) + int(limit)
     messages = await state.store.load_messages(conv.pk, int(after), through)
-    data = [
-        # the server's fields last: a client's extra message fields never override them
-        {**chat_message(m), "seq": m.seq, "turn_id": m.turn_id, "created_at": m.created_at}
-        for m in messages
-    ]
-    return json_response(
-        {
-            "object": "list",
-            "conversation_id": conv.id,
-            "data": data,
-            "has_more": conv.last_seq > through,
-        },
-        200,
-        _conv_headers(conv),
-    )
+    body: MessageList = {
+        "object": "list",
+        "conversation_id": conv.id,
+        "data": [listed_message(m) for m in messages],
+        "has_more": conv.last_seq > through,
+    }
+    return json_response(body, 200, _conv_headers(conv))
 
 
 async def get_context(request: Request) -> Response:
@@ -93,7 +76,8 @@ async def get_context(request: Request) -> Response:
     view = request.query_params.get("view", "false").lower()
     if view not in _BOOLEANS:  # not silently false: the caller asked for something
         raise TetherError(400, "invalid_request", "view must be true or false", param="view")
-    report = await context_report(state.engine, conv, _BOOLEANS[view])
+    # the engine's report has the Context shape (engine/inspect.py builds it as a plain dict)
+    report = cast(Context, await context_report(state.engine, conv, _BOOLEANS[view]))
     return json_response(report, 200, {"X-Tether-Conversation": conv.id})
 
 
@@ -104,15 +88,14 @@ async def post_compact(request: Request) -> Response:
             503, "server_shutting_down", "the server is shutting down", headers={"Retry-After": "5"}
         )
     result = await compact_conversation(state.engine, conv)
-    return json_response(
-        {"conversation_id": conv.id, **result}, 200, {"X-Tether-Conversation": conv.id}
-    )
+    body = cast(CompactResult, {"conversation_id": conv.id, **result})  # engine/inspect.py's
+    return json_response(body, 200, {"X-Tether-Conversation": conv.id})
 
 
-async def _models(state: AppState) -> dict[str, Any]:
-    if state.upstream is not None:
-        return await state.upstream.models()
-    models: list[dict[str, Any]] = []
+async def _models(state: AppState) -> ModelList:
+    if state.upstream is not None:  # the upstream's list, passed through as it answered
+        return cast(ModelList, await state.upstream.models())
+    models: list[Model] = []
     if state.settings.default_model:
         models.append(
             {
@@ -126,17 +109,13 @@ async def _models(state: AppState) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    state = state_of(request)
-    await state.auth.tenant(request)
-    return json_response(await _models(state))
+    return json_response(await _models(state_of(request)))
 
 
 async def get_model(request: Request) -> Response:
     """One model of the upstream's list (`client.models.retrieve`)."""
-    state = state_of(request)
-    await state.auth.tenant(request)
     model_id = request.path_params["model_id"]
-    for model in (await _models(state)).get("data") or ():
+    for model in (await _models(state_of(request))).get("data") or ():
         if isinstance(model, dict) and model.get("id") == model_id:
             return json_response(model)
     raise TetherError(
@@ -150,7 +129,7 @@ async def health(request: Request) -> Response:
     state = state_of(request)
     draining = state.engine.draining
     problem = state.store.storage_problem()
-    body: dict[str, Any] = {
+    body: Health = {
         "status": "draining" if draining else "storage_unavailable" if problem else "ok",
         "database": state.store.url.split("://", 1)[0],
         "upstream": state.upstream is not None,

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.api.access import owned, state_of
-from tether.api.responses import json_response
+from tether import model
+from tether.api.access import owned, state_of, tenant_of
+from tether.api.jsonbody import json_response
+from tether.api.shapes import ErrorObject, StoredMessage, Turn, TurnStatus, stored_message
 from tether.api.sse import turn_stream
 from tether.api.state import AppState
 from tether.engine.ids import check_conversation_id
 from tether.engine.types import RunningTurn
 from tether.errors import TetherError
-from tether.model import TurnRow
-from tether.upstream.wire import chat_message
+from tether.model import Conversation
 
 
-async def _stored_turn(request: Request) -> TurnRow:
+async def _stored_turn(request: Request) -> model.Turn:
     state, conv = await owned(request)
     turn = await state.store.get_turn(conv.tenant_id, conv.id, request.path_params["turn_id"])
     if turn is None:
@@ -31,12 +33,14 @@ async def get_turn(request: Request) -> Response:
     """A turn's record: status (running, completed, failed, incomplete or cancelled), usage,
     error, timings, and once completed the messages it stored (its result)."""
     state = state_of(request)
-    tenant = await state.auth.tenant(request)
+    tenant = tenant_of(request)
     cid = check_conversation_id(request.path_params["conversation_id"], "conversation_id")
     turn_id = request.path_params["turn_id"]
     conv = await state.store.resolve(tenant, cid)
     turn = await state.store.get_turn(tenant, cid, turn_id) if conv is not None else None
-    if turn is None:
+    if turn is not None:
+        body = await _turn_body(state, conv, turn)
+    else:
         # not recorded (yet): queued behind another turn, or the first turn of a conversation
         # that exists once it commits
         running = state.engine.find(tenant, cid, turn_id)
@@ -44,27 +48,45 @@ async def get_turn(request: Request) -> Response:
             raise TetherError(404, "conversation_not_found", f"conversation {cid!r} does not exist")
         if running is None:
             raise TetherError(404, "turn_not_found", "no such turn in this conversation")
-        turn = TurnRow(
-            turn_id, running.conversation_id or cid, running.status, None, None, None, 0.0, None
-        )
-    messages = []
+        body = _running_body(turn_id, running.conversation_id or cid, running.status)
+    return json_response(body, 200, {"X-Tether-Conversation": body["conversation_id"]})
+
+
+async def _turn_body(state: AppState, conv: Conversation | None, turn: model.Turn) -> Turn:
+    messages: list[StoredMessage] = []
     if conv is not None and turn.first_seq is not None and turn.last_seq is not None:
         stored = await state.store.load_messages(conv.pk, turn.first_seq - 1, turn.last_seq)
-        messages = [{**chat_message(m), "seq": m.seq} for m in stored]  # extras never win
-    body = {
+        messages = [stored_message(m) for m in stored]
+    return {
         "id": turn.id,
         "object": "conversation.turn",
-        "conversation_id": turn.conversation_id,
-        "status": turn.status,
+        "conversation_id": cast(str, turn.conversation_id),  # a store's get_turn sets it
+        "status": cast(TurnStatus, turn.status),
         "model": turn.model,
         "usage": turn.usage,
-        "error": turn.error,
+        "error": cast(ErrorObject | None, turn.error),  # stored as TetherError.body() made it
         "notes": turn.notes,
         "started_at": turn.started_at,
         "finished_at": turn.finished_at,
         "messages": messages,
     }
-    return json_response(body, 200, {"X-Tether-Conversation": turn.conversation_id})
+
+
+def _running_body(turn_id: str, conversation_id: str, status: str) -> Turn:
+    """A turn running here, not recorded yet."""
+    return {
+        "id": turn_id,
+        "object": "conversation.turn",
+        "conversation_id": conversation_id,
+        "status": cast(TurnStatus, status),
+        "model": None,
+        "usage": None,
+        "error": None,
+        "notes": None,
+        "started_at": 0.0,
+        "finished_at": None,
+        "messages": [],
+    }
 
 
 def _last_event_id(request: Request) -> int:
@@ -91,7 +113,7 @@ async def _live_turn(request: Request) -> tuple[AppState, RunningTurn | None]:
     """The turn named by the path if it is running here (or its stream is still buffered);
     else None after checking the conversation exists for this tenant (404 otherwise)."""
     state = state_of(request)
-    tenant = await state.auth.tenant(request)
+    tenant = tenant_of(request)
     cid = check_conversation_id(request.path_params["conversation_id"], "conversation_id")
     running = state.engine.find(tenant, cid, request.path_params["turn_id"])
     if running is None:

@@ -1,4 +1,4 @@
-"""Response helpers: orjson bodies and the 'where it ran' headers."""
+"""JSON response bodies (orjson) and the response headers browsers may read (CORS)."""
 
 from __future__ import annotations
 

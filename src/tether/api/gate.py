@@ -1,0 +1,70 @@
+"""Authentication, once per request, before routing: a plain ASGI middleware (no
+`BaseHTTPMiddleware`: that one costs a task and a memory stream per request and buffers
+streaming responses). Every HTTP request not open by `is_open` is authenticated and counted
+against its key's rate limit here, once; the tenant goes into the ASGI scope, where the routes
+read it (`api.access.tenant_of`: no await, no store). It knows no route, so it gates whatever
+is mounted behind it (an unknown path too: without a valid key it answers 401, not 404).
+
+An error here (401, 429, a storage failure) is answered with the app's own exception handlers,
+so it has the same OpenAI-style body, status and headers as one raised in a route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tether.api.access import TENANT_KEY
+from tether.api.auth import Authenticator
+
+# The open routes, all of them: no key needed, no rate limit taken.
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+
+
+def is_open(scope: Scope, preflights: bool) -> bool:
+    """Whether this request passes without a key: an open path, or (`preflights`: CORS is on)
+    a CORS preflight, which browsers send without credentials. CORSMiddleware, outside this
+    gate, answers those itself; this says so here too."""
+    if scope["path"] in OPEN_PATHS:
+        return True
+    return (
+        preflights
+        and scope["method"] == "OPTIONS"
+        and "access-control-request-method" in Headers(scope=scope)
+    )
+
+
+class AuthGate:
+    """The Authenticator is the app state's (made at start-up: it needs the opened store).
+    `preflights`: whether CORS preflights are open (CORS is on)."""
+
+    def __init__(self, app: ASGIApp, *, preflights: bool = False) -> None:
+        self.app = app
+        self.preflights = preflights
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_open(scope, self.preflights):
+            await self.app(scope, receive, send)
+            return
+        auth: Authenticator = scope["app"].state.tether.auth
+        try:
+            scope[TENANT_KEY] = await auth.authenticate(Headers(scope=scope).get("authorization"))
+        except Exception as exc:
+            await _answer_error(scope, receive, send, exc)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer `exc` with the handler the app has for it (the most specific class first)."""
+    handlers: dict[Any, Any] = scope["app"].exception_handlers
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+    raise exc

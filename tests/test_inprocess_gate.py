@@ -1,0 +1,95 @@
+"""The authentication gate (api/gate.py) in-process: the real app over ASGI with an in-memory
+store and FakeUpstream. One authentication and one rate-limit token per request, before
+routing, for every authenticated route; the open routes take none; errors raised in the gate
+answer the OpenAI envelope with the status and headers a route's would have."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from tether.api.app import create_app
+from tether.api.auth import KEY_PREFIX, hash_key
+from tether.api.gate import OPEN_PATHS
+from tether.api.routes import routes
+from tether.config import Settings
+from tether.store import open_store
+from tether.testing.fake import FakeUpstream
+
+KEY = KEY_PREFIX + "gate-test-key"
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    """A keyed server whose limit refills slowly (one token in 1,000 s) from a large burst: each
+    request's cost shows in the key's bucket."""
+    settings = Settings(database_url="memory://", rate_limit_rps=0.001, rate_limit_burst=1000)
+    store = open_store("memory://")
+    app = create_app(settings, store=store, upstream=FakeUpstream())
+    with TestClient(app, base_url="http://localhost") as tc:
+        tc.portal.call(store.add_api_key, "acme", hash_key(KEY), KEY[:8])  # type: ignore[union-attr]
+        yield tc
+
+
+def tokens_left(tc: TestClient) -> float:
+    limiter = tc.app.state.tether.auth.limiter  # type: ignore[attr-defined]
+    return float(limiter._buckets[hash_key(KEY)][0])
+
+
+def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
+    tc = client
+    auth = {"Authorization": f"Bearer {KEY}", "X-Tether-Conversation": "gate-1"}
+    body = {"model": "scripted", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    r = tc.post(CHAT, json=body, headers=auth)
+    assert r.status_code == 200, r.text
+    ids = {"conversation_id": "gate-1", "turn_id": r.headers["x-tether-turn"]}
+    ids["model_id"] = "scripted"
+    seen = set()
+    for route in routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method == "HEAD" or route.path in OPEN_PATHS or route.path == CHAT:
+                continue
+            before = tokens_left(tc)
+            url = route.path.replace(":path}", "}").format(**ids)
+            resp = tc.request(method, url, headers=auth)
+            assert resp.status_code == 200, (method, url, resp.text)
+            assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
+            seen.add((method, route.path))
+    assert len(seen) == 9
+
+
+def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:
+    tc = client
+    assert tc.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    before = tokens_left(tc)
+    for path in OPEN_PATHS:
+        assert tc.get(path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200, path
+    assert tokens_left(tc) == pytest.approx(before, abs=0.01)  # the open routes took none
+    for method, path in (("GET", "/v1/models"), ("GET", "/v1/nope"), ("POST", CHAT)):
+        resp = tc.request(method, path)
+        assert resp.status_code == 401, (method, path)
+        assert resp.headers["content-type"] == "application/json"
+        error = resp.json()["error"]
+        assert error["code"] == "missing_api_key" and set(error) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
+    bad = tc.get("/v1/models", headers={"Authorization": "Basic abc"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_rate_limit_is_answered_by_the_gate() -> None:
+    settings = Settings(database_url="memory://", rate_limit_rps=0.001, rate_limit_burst=1)
+    app = create_app(settings, store=open_store("memory://"), upstream=FakeUpstream())
+    with TestClient(app, base_url="http://localhost") as tc:
+        assert tc.get("/v1/models").status_code == 200  # open mode: the default tenant's bucket
+        refused = tc.get("/v1/models")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(refused.headers["retry-after"]) > 1
+        assert tc.get("/health").status_code == 200  # open: no token needed
