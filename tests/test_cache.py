@@ -3,7 +3,7 @@ if nothing wrote its key since the read began."""
 
 from __future__ import annotations
 
-from tether.engine.cache import Lru
+from tether.coordination.lru import Lru
 
 
 def test_put_if_stores_only_when_the_key_was_not_written_meanwhile() -> None:

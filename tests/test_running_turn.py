@@ -1,4 +1,4 @@
-"""A turn's stream log (engine/types.py RunningTurn): finished streams stay in memory for
+"""A turn's stream log (coordination/stream.py TurnStream): finished streams stay in memory for
 resuming, within TETHER_RESUME_BUFFER_BYTES, which counts payload bytes; so what a payload
 holds in memory must be close to its length."""
 
@@ -9,19 +9,19 @@ import tracemalloc
 import orjson
 import pytest
 
-from tether.engine.types import RunningTurn
+from tether.coordination.stream import TurnStream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_published_payloads_hold_about_their_length() -> None:
-    running = RunningTurn(stream=True)
+    running = TurnStream(stream=True)
     frame = {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": "x"}}]}
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(1000):
-            running.publish(orjson.dumps({**frame, "n": i}))
+            running.publish([orjson.dumps({**frame, "n": i})])
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

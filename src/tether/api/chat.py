@@ -3,8 +3,6 @@ answer as JSON or as an SSE stream."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
 from typing import Any, cast
 
 import orjson
@@ -13,15 +11,16 @@ from starlette.responses import Response
 
 from tether.api.access import state_of, tenant_of
 from tether.api.body import check_depth, read_json_object
-from tether.api.jsonbody import json_response
 from tether.api.models import OWN_FIELDS, check_limits, parse_chat_request, parse_message
 from tether.api.sse import replay_stream, turn_stream
 from tether.compaction.policy import CompactionMode
+from tether.engine import idempotency
 from tether.engine.ids import check_conversation_id
 from tether.engine.incoming import Incoming
 from tether.engine.merge import HistoryMode
-from tether.engine.types import ConcurrencyMode, MatchMode, TurnRequest
+from tether.engine.request import ConcurrencyMode, MatchMode, TurnRequest
 from tether.errors import TetherError
+from tether.protocols.chat_completions import ChatCompletions
 from tether.store.base import IdempotencyKey, IdempotencyRecord
 
 _HISTORY_MODES = ("auto", "append", "replay")
@@ -91,79 +90,53 @@ async def chat_completions(request: Request) -> Response:
     compaction = cast(CompactionMode, _choice(request, "X-Tether-Compaction", _COMPACTION_MODES))
     params = {k: v for k, v in data.items() if k not in OWN_FIELDS}
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    concurrency = _choice(request, "X-Tether-Concurrency", ("enqueue", "reject"))
+    match = _choice(request, "X-Tether-Match", ("auto", "off"))
+    key = _idempotency_key(request, tenant, data)
     req = TurnRequest(
-        tenant,
-        conversation_id,
-        messages,
-        chat.model,
-        chat.stream,
-        include_usage,
-        params,
-        history,
-        compaction,
-        cast(ConcurrencyMode, _choice(request, "X-Tether-Concurrency", ("enqueue", "reject"))),
+        tenant_id=tenant,
+        conversation_id=conversation_id,
+        messages=messages,
+        model=chat.model,
+        stream=chat.stream,
+        params=params,
+        projection=ChatCompletions(stream=chat.stream, include_usage=include_usage),
+        history=history,
+        compaction=compaction,
+        concurrency=cast(ConcurrencyMode, concurrency),
+        idempotency=key,
         if_match=request.headers.get("if-match"),
-        match=cast(MatchMode, _choice(request, "X-Tether-Match", ("auto", "off"))),
+        match=cast(MatchMode, match),
     )
-    idempotency = _idempotency_key(request, tenant, data)
-    if idempotency is not None:
-        record = await state.store.claim_idempotency(
-            idempotency, state.settings.idempotency_retention
-        )
+    if key is not None:
+        record = await idempotency.claim(state.store, key, state.settings.idempotency_retention)
         if record is not None:
-            return _replay(record, idempotency)
-        req = replace(req, idempotency=idempotency)
+            return _replay(record)
     try:
-        running, info = await state.engine.start(req)
+        run, info = await state.engine.start(req)
     except TetherError:
-        if idempotency is not None:
-            await state.store.release_idempotency(idempotency)
+        await idempotency.release(state.store, key)
         raise
     if not chat.stream:
-        result = await running.result
-        return json_response(result, 200, running.final_headers)
-    return turn_stream(state, running, 0, info.headers())
+        body = await run.result
+        return Response(body, 200, run.final_headers, media_type="application/json")
+    return turn_stream(state, run.out, 0, req.projection.headers(info))
 
 
 def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> IdempotencyKey | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    # C0, DEL and C1 (headers are decoded as latin-1: bytes 0x80-0x9f are U+0080-U+009F)
-    if not 1 <= len(key) <= 255 or any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in key):
-        raise TetherError(
-            400,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1-255 characters without control characters",
-            param="idempotency-key",
-        )
     # the request as it will be run: its body and every header that changes what it does
     meaning = [data, *(request.headers.get(h) for h in _MEANINGFUL_HEADERS)]
     try:
-        serialised = orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)
+        return idempotency.key_for(
+            tenant, request.url.path, request.headers.get("idempotency-key"), meaning
+        )
     except orjson.JSONEncodeError:  # a message too deep to write, not parsed yet: say where
         check_depth(data)
         raise
-    digest = hashlib.sha256(serialised).hexdigest()
-    return IdempotencyKey(tenant, request.url.path, key, digest)
 
 
-def _replay(record: IdempotencyRecord, key: IdempotencyKey) -> Response:
-    if record.request_hash != key.request_hash:
-        raise TetherError(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request",
-            param="idempotency-key",
-        )
-    if record.status != "completed" or record.response is None:
-        raise TetherError(
-            409,
-            "idempotency_key_in_use",
-            "a request with this Idempotency-Key is still running; retry shortly",
-            headers={"Retry-After": "1"},
-        )
-    headers = {**(record.headers or {}), "Idempotent-Replayed": "true"}
+def _replay(record: IdempotencyRecord) -> Response:
+    payloads, headers = idempotency.replayed(record)
     if not record.stream:
-        return Response(record.response, 200, headers, media_type="application/json")
-    return replay_stream([p.encode() for p in orjson.loads(record.response)], headers)
+        return Response(payloads[0], 200, headers, media_type="application/json")
+    return replay_stream(payloads, headers)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tether.api.state import AppState
-from tether.engine.types import RunningTurn
+from tether.coordination.stream import TurnStream
 
 log = structlog.get_logger("tether.sse")
 
@@ -115,7 +115,7 @@ async def _gone(receive: Receive) -> None:
 
 
 def turn_stream(
-    state: AppState, running: RunningTurn, after: int, headers: dict[str, str]
+    state: AppState, running: TurnStream, after: int, headers: dict[str, str]
 ) -> EventStream:
     """The turn's events after event `after`, then live ones until it ends."""
     return EventStream(
@@ -142,7 +142,7 @@ def frame(index: int, payload: bytes) -> bytes:
     return b"id: %d\ndata: %b\n\n" % (index, payload)
 
 
-async def _follow(state: AppState, running: RunningTurn, after: int) -> AsyncGenerator[bytes, None]:
+async def _follow(state: AppState, running: TurnStream, after: int) -> AsyncGenerator[bytes, None]:
     finished = False
     try:
         # the events already there go out in one write: a resume's backlog is one send, not
@@ -152,4 +152,4 @@ async def _follow(state: AppState, running: RunningTurn, after: int) -> AsyncGen
         finished = True
     finally:
         if not finished and state.settings.on_disconnect == "cancel":
-            state.engine.cancel(running)
+            running.stop()

@@ -6,8 +6,8 @@ from typing import Any
 
 from tether.compaction.view import estimate, render, system_block, tail_messages
 from tether.engine.compact import CompactionFailed, compact
-from tether.engine.context import budget_for
-from tether.engine.turn import Engine
+from tether.engine.service import Engine
+from tether.engine.target import budget_for
 from tether.errors import TetherError
 from tether.model import Checkpoint, Conversation
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from tether.errors import TetherError
 
 
-class ConversationLocks:
+class TurnLocks:
     def __init__(self, wait_timeout: float) -> None:
         self.wait_timeout = wait_timeout
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -53,10 +53,6 @@ class ConversationLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock_, users_ - 1)
-
-    def busy(self, tenant_id: str, conversation_id: str) -> bool:
-        entry = self._locks.get((tenant_id, conversation_id))
-        return entry is not None and entry[0].locked()
 
 
 def _busy(conversation_id: str) -> TetherError:

@@ -1,4 +1,5 @@
-"""Rebuild the assistant message from streamed chunks (content, tool-call deltas, usage)."""
+"""Rebuild the assistant message from a Chat Completions upstream's streamed chunks (content,
+tool-call deltas, usage), and say what each chunk added."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ class Assembled:
     chunk_id: str | None = None
     created: int | None = None
 
-    def add(self, data: dict[str, Any]) -> None:
+    def add(self, data: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+        """Take in one chunk; return the text and the tool-call deltas it added (choice 0)."""
+        text = ""
+        calls: list[dict[str, Any]] | None = None
         self.chunk_id = self.chunk_id or data.get("id")
         self.model = self.model or data.get("model")
         self.created = self.created or data.get("created")
@@ -28,11 +32,13 @@ class Assembled:
                 continue
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                self.content.append(delta["content"])
+                text = delta["content"]
+                self.content.append(text)
             for key in ("reasoning_content", "reasoning", "refusal"):
                 if isinstance(delta.get(key), str):
                     self.extra_text.setdefault(key, []).append(delta[key])
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls") or None
+            for call in calls or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0),
                     {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
@@ -46,6 +52,7 @@ class Assembled:
                     slot["function"]["arguments"] += fn["arguments"]
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+        return text, calls
 
     def message(self) -> dict[str, Any]:
         """The assistant message in OpenAI form."""

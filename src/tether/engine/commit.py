@@ -1,0 +1,116 @@
+"""The turn's commit: its messages, its record, its transcript hash and (keyed) its response, in
+one transaction; then the cached view is extended with what was written."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from tether.engine import idempotency
+from tether.engine.cache import extended
+from tether.engine.fingerprint import chain, is_history
+from tether.engine.target import Target
+from tether.engine.validate import validate_sequence
+from tether.errors import TetherError
+from tether.model import Conversation, Message
+from tether.store.base import ConflictError, TurnCommit
+from tether.upstream.wire import chat_message
+
+if TYPE_CHECKING:
+    from tether.engine.turn import TurnRun
+
+log = structlog.get_logger("tether.turn")
+
+
+async def commit(run: TurnRun, reply: Message, pending: frozenset[str], tail: list[bytes]) -> None:
+    """Store the turn. `tail`: the payloads its end renders to (a keyed turn stores its whole
+    response with the commit)."""
+    target, turn = run.target, run.record
+    assert target is not None
+    validate_sequence([chat_message(reply)], pending)  # the view was checked before the call
+    turn.status = "completed"
+    turn.finished_at = time.time()
+    conv = target.conv
+    stored = None
+    if run.req.idempotency is not None:
+        headers = run.req.projection.headers(run.info())
+        stored = idempotency.stored(
+            run.req.idempotency, run.req.stream, [*run.out.log, *tail], headers
+        )
+    run.committing = True  # from here on the turn completes: a cancel is too late
+    try:
+        work = run.deps.store.commit_turn(
+            TurnCommit(
+                tenant_id=target.tenant_id,
+                turn=turn,
+                messages=[*target.plan.new, reply],
+                conversation_pk=None if target.new or conv is None else conv.pk,
+                new_conversation=target.new,
+                expected_last_seq=conv.last_seq if conv and not target.new else 0,
+                system_prompt=target.plan.system_prompt,
+                system_changed=target.plan.system_changed,
+                view_epoch=target.epoch,
+                inherit_checkpoint=target.checkpoint if target.forked_from else None,
+                response=stored,
+                **history_after(target, reply),
+            )
+        )
+        updated = await asyncio.shield(work)
+    except ConflictError as exc:
+        run.committing = False
+        run.deps.views.drop((target.tenant_id, target.conversation_id))
+        raise TetherError(
+            409,
+            "conversation_busy",
+            f"the conversation changed during the turn: {exc}",
+            headers={"Retry-After": "1"},
+        ) from exc
+    _remember(run, updated, reply)
+    log.info(
+        "turn.committed",
+        conversation=target.conversation_id,
+        turn_id=turn.id,
+        messages=len(target.plan.new) + 1,
+        compacted=turn.compacted,
+        ms=round((turn.finished_at - turn.started_at) * 1000, 1),
+    )
+
+
+def history_after(target: Target, reply: Message) -> dict[str, Any]:
+    """The transcript's hash and length once the turn's messages are appended."""
+    if target.base_hash is None or target.base_len is None:
+        return {}
+    added = [*target.plan.new, reply]
+    return {
+        "history_hash": chain(target.base_hash, added),
+        "history_len": target.base_len + sum(1 for m in added if is_history(m)),
+    }
+
+
+def _remember(run: TurnRun, updated: Conversation, reply: Message) -> None:
+    """Keep the conversation's view in memory with the turn's messages appended."""
+    target = run.target
+    assert target is not None
+    key = (target.tenant_id, updated.id)
+    views = run.deps.views
+    cached = views.get(key)
+    conv = target.conv
+    if (
+        target.new
+        or conv is None
+        or cached is None
+        or cached.state != (conv.last_seq, conv.epoch)
+        or updated.epoch != conv.epoch
+    ):
+        # new, forked or compacted meanwhile: the next turn reads it
+        views.drop(key)
+        return
+    added = [
+        replace(m, seq=conv.last_seq + 1 + i, turn_id=run.record.id)
+        for i, m in enumerate([*target.plan.new, reply])
+    ]
+    views.put(key, extended(cached, updated, added))

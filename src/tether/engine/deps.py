@@ -1,0 +1,32 @@
+"""What every turn shares: the store, the upstream, the settings, the coordinator, and the
+in-process caches that spare a database round trip (engine/cache.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tether.config import Settings
+from tether.coordination.base import Coordinator
+from tether.coordination.lru import Lru
+from tether.engine.cache import CachedView
+from tether.store.base import Store
+from tether.upstream.base import Upstream
+
+
+@dataclass(slots=True, kw_only=True)
+class Deps:
+    store: Store
+    upstream: Upstream | None
+    settings: Settings
+    coordinator: Coordinator
+    views: Lru[tuple[str, str], CachedView]  # (tenant, conversation id) → its view
+    canonical: Lru[tuple[str, str], str] = field(default_factory=lambda: Lru(65536))
+    windows: dict[str, int] = field(default_factory=dict)  # context windows learned
+
+    def cached(self, tenant_id: str, conversation_id: str) -> CachedView | None:
+        """The conversation's cached view, if there is one and it is current."""
+        view = self.views.get((tenant_id, conversation_id))
+        if view is None or self.coordinator.view_current(tenant_id, conversation_id, view.state):
+            return view
+        self.views.drop((tenant_id, conversation_id))
+        return None

@@ -1,0 +1,1 @@
+"""Protocol adapters: turn events (tether.engine.events) rendered in a wire format."""
