@@ -9,7 +9,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 # CPU features (AMX) that crashed at the first token on this kind of machine.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: serve test stress lint typecheck fmt bench clean clients
+.PHONY: serve test test-fast stress lint typecheck fmt bench clean clients
 
 # The real clients of tests/clients/ (issue 11): one virtual environment each, built from its pin
 # file clients/NAME.txt, rebuilt from scratch when that file changes (the stamp is older).
@@ -67,6 +67,11 @@ test: $(TEST_STAMP) $(LOCAL_STAMP) $(CLIENT_STAMPS) $(BROWSER)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# Everything but the end-to-end tests (unit, contract, in-process: no server process, no
+# socket; tests/conftest.py gives each test file its kind): seconds, not minutes.
+test-fast: $(TEST_STAMP)
+	$(BIN)/pytest -q -m "not e2e"
 
 # The crash/load scenarios and the reliability matrix's scenarios with large N (make test runs
 # them with a small N).

@@ -36,8 +36,7 @@ from tether.upstream.wire import chat_message
 SUMMARY = "## Goal\nShip the release.\n## Open tasks\n- fix the flaky test"
 LEDGER = ["https://example.com/a/b?x=1", "JIRA-1234", "order_8812"]
 
-PROPS = settings(
-    max_examples=100,
+PROPS = settings(  # hypothesis's 100 examples (10 in the fast run: tests/conftest.py)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
