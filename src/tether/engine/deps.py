@@ -3,12 +3,14 @@ in-process caches that spare a database round trip (engine/cache.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.config import Settings
 from tether.coordination.base import Coordinator
 from tether.coordination.lru import Lru
 from tether.engine.cache import CachedView
+from tether.errors import TetherError
 from tether.store.base import Store
 from tether.upstream.base import Upstream
 
@@ -19,6 +21,7 @@ class Deps:
     upstream: Upstream | None
     settings: Settings
     coordinator: Coordinator
+    errors: Callable[[Exception], TetherError | None]  # what a client is told of an exception
     views: Lru[tuple[str, str], CachedView]  # (tenant, conversation id) → its view
     canonical: Lru[tuple[str, str], str] = field(default_factory=lambda: Lru(65536))
     windows: dict[str, int] = field(default_factory=dict)  # context windows learned

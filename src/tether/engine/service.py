@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -41,18 +42,24 @@ class Engine:
         upstream: Upstream | None,
         settings: Settings,
         coordinator: Coordinator | None = None,
+        errors: Callable[[Exception], TetherError | None] | None = None,
     ) -> None:
+        """`errors`: what a client is told of an exception a turn met (a storage failure, say),
+        or None for a bug (answered 500); by default only `TetherError`s are told."""
         self.store = store
         self.upstream = upstream
         self.settings = settings
         self.coordinator = coordinator or LocalCoordinator(
-            queue_timeout=settings.queue_timeout, resume_bytes=settings.resume_buffer_bytes
+            owner=settings.instance_id,
+            queue_timeout=settings.queue_timeout,
+            resume_bytes=settings.resume_buffer_bytes,
         )
         self.deps = Deps(
             store=store,
             upstream=upstream,
             settings=settings,
             coordinator=self.coordinator,
+            errors=errors or _told,
             views=Lru(settings.view_cache_messages, lambda v: len(v.messages) + 1, stamped=True),
         )
         self.views = self.deps.views
@@ -138,3 +145,7 @@ class Engine:
             log.warning("shutdown.turns_stopped", turns=len(left))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
+
+
+def _told(exc: Exception) -> TetherError | None:
+    return exc if isinstance(exc, TetherError) else None

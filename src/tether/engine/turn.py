@@ -77,13 +77,14 @@ class TurnRun:
                 await self.answer(budget)
         except asyncio.CancelledError:
             await self.fail(self.stopped_error())
-        except TetherError as exc:
-            await self.fail(exc)
-        except Exception:
-            log.exception("turn.crashed", turn_id=self.record.id)
-            await self.fail(
-                TetherError(500, "internal_error", f"turn {self.record.id} failed unexpectedly")
-            )
+        except Exception as exc:
+            told = self.deps.errors(exc)
+            if told is None:
+                log.exception("turn.crashed", turn_id=self.record.id)
+                told = TetherError(
+                    500, "internal_error", f"turn {self.record.id} failed unexpectedly"
+                )
+            await self.fail(told)
         finally:
             self.out.close(self.record.status)
             self.deps.coordinator.finish(self.out)
