@@ -19,7 +19,9 @@ import pytest
 
 from tests.support import ScriptedUpstream, TetherServer
 from tether.api.openapi import openapi_spec
+from tether.api.openapi_schemas import response_schemas
 from tether.api.routes import routes
+from tether.api.shapes import RESPONSE_SHAPES
 
 CHAT = "/v1/chat/completions"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace", "query")
@@ -129,6 +131,23 @@ def test_every_error_response_is_the_envelope() -> None:
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     error = resolve(spec, spec["components"]["schemas"]["Error"]["properties"]["error"])
     assert set(error["required"]) == {"message", "type", "param", "code"}
+
+
+def test_every_response_body_schema_is_generated_from_its_shape() -> None:
+    """One description of each body: every answer's schema is a component generated from the
+    TypedDict the route builds its body with (api/shapes.py), none written by hand."""
+    spec = openapi_spec()
+    schemas = spec["components"]["schemas"]
+    generated = response_schemas()
+    assert {name: schemas[name] for name in generated} == generated
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            for status, response in op["responses"].items():
+                for media, content in response["content"].items():
+                    if path == "/openapi.json" and status == "200":
+                        continue  # the document itself: any object
+                    name = content["schema"]["$ref"].rsplit("/", 1)[-1]
+                    assert name in RESPONSE_SHAPES, (method, path, status, media)
 
 
 # -- schemathesis against a live server ----------------------------------------------------------
