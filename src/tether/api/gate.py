@@ -1,9 +1,10 @@
 """Authentication, once per request, before routing: a plain ASGI middleware (no
-`BaseHTTPMiddleware`: that one costs a task and a memory stream per request and buffers
-streaming responses). Every HTTP request not open by `is_open` is authenticated and counted
+`BaseHTTPMiddleware`: that one costs a task and a memory stream per request and gets in the way
+of streaming responses). Every HTTP request not open by `is_open` is authenticated and counted
 against its key's rate limit here, once; the tenant goes into the ASGI scope, where the routes
 read it (`api.access.tenant_of`: no await, no store). It knows no route, so it gates whatever
-is mounted behind it (an unknown path too: without a valid key it answers 401, not 404).
+is mounted behind it (an unknown path too: once keys exist, a request without a valid one gets
+401 there, not 404).
 
 An error here (401, 429, a storage failure) is answered with the app's own exception handlers,
 so it has the same OpenAI-style body, status and headers as one raised in a route.
