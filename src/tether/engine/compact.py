@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
@@ -35,6 +36,56 @@ class Compacted:
     checkpoint: Checkpoint
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Cut:
+    """One compaction's plan: the view it measured, and where the summary stops."""
+
+    conv: Conversation
+    checkpoint: Checkpoint | None
+    visible: list[Message]  # the stored messages the view shows now
+    new: Sequence[Message]
+    start: int  # visible[start:] is the tail that stays
+    before: int  # the view's size, on the trigger's scale
+    estimated: int  # the same, as counted offline
+    started: float
+    turn_id: str | None
+
+    @property
+    def cut_seq(self) -> int:
+        return self.visible[self.start - 1].seq
+
+    @property
+    def covers(self) -> int:
+        return self.checkpoint.covers_through_seq if self.checkpoint else 0
+
+    @property
+    def pruned_through(self) -> int:
+        return self.checkpoint.prune_through_seq if self.checkpoint else 0
+
+    def measure(self, checkpoint: Checkpoint, messages: Sequence[Message]) -> int:
+        """The view's size with `checkpoint`, on the trigger's scale."""
+        text = system_block(self.conv.system_prompt, checkpoint)
+        return max(1, self.before - (self.estimated - estimate(text, messages)))
+
+    def draft(self, **fields: Any) -> Checkpoint:
+        base: dict[str, Any] = {
+            "epoch": self.conv.epoch + 1,
+            "covers_through_seq": self.covers,
+            "prune_through_seq": self.cut_seq,
+            "summary": self.checkpoint.summary if self.checkpoint else None,
+            "ledger": self.checkpoint.ledger if self.checkpoint else [],
+            "tokens_before": self.before,
+            "tokens_after": 0,
+            "model": None,
+            "prompt_version": summary.PROMPT_VERSION,
+            "stats": {},
+        }
+        return Checkpoint(**{**base, **fields})
+
+    def ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
 async def compact(
     store: Store,
     upstream: Upstream,
@@ -56,57 +107,55 @@ async def compact(
     usage plus what was added since); the savings are applied to it so before/after stay on
     the scale the policy uses."""
     started = time.perf_counter()
-    system = conv.system_prompt
     visible = tail_messages(stored, checkpoint)
-    estimated = estimate(system_block(system, checkpoint), [*visible, *new])
+    estimated = estimate(system_block(conv.system_prompt, checkpoint), [*visible, *new])
     before = current_tokens or estimated
-
-    def measure(system_text: str | None, messages: Sequence[Message]) -> int:
-        return max(1, before - (estimated - estimate(system_text, messages)))
-
     start = choose_tail_start([*visible, *new], budget.tail_tokens, min_tail_messages)
     start = min(start, len(visible))
     if start == 0:
         log.info("compaction.nothing_to_cut", conversation=conv.id, tokens=before)
         return None
-    head = visible[:start]
-    cut_seq = head[-1].seq
-    covers = checkpoint.covers_through_seq if checkpoint else 0
-    pruned_through = checkpoint.prune_through_seq if checkpoint else 0
-    epoch = conv.epoch + 1
+    cut = _Cut(
+        conv=conv,
+        checkpoint=checkpoint,
+        visible=visible,
+        new=new,
+        start=start,
+        before=before,
+        estimated=estimated,
+        started=started,
+        turn_id=turn_id,
+    )
+    if cut.cut_seq > cut.pruned_through:  # the cheap stage first
+        pruned = _pruned(cut, budget, force)
+        if pruned is not None:
+            return await _commit(store, conv, pruned)
+    return await _commit(store, conv, await _summarised(cut, upstream, stored, budget, model))
 
-    # the cheap stage: stub old tool outputs, shorten old tool arguments
-    if cut_seq > pruned_through:
-        pruned = prune(visible, cut_seq)
-        trial = Checkpoint(
-            epoch=epoch,
-            covers_through_seq=covers,
-            prune_through_seq=cut_seq,
-            summary=checkpoint.summary if checkpoint else None,
-            ledger=checkpoint.ledger if checkpoint else [],
-            tokens_before=before,
-            tokens_after=0,
-            model=None,
-            prompt_version=summary.PROMPT_VERSION,
-            stats={},
-        )
-        after = measure(system_block(system, trial), [*pruned, *new])
-        if after <= budget.limit and not force and after < before:
-            stats = {
-                "kind": "prune",
-                "saved": round(1 - after / before, 4),
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-            return await _commit(store, conv, _replace_tokens(trial, after, stats, turn_id))
-    span = prune(head, cut_seq)
+
+def _pruned(cut: _Cut, budget: Budget, force: bool) -> Checkpoint | None:
+    """Stub old tool outputs and shorten old tool arguments; the checkpoint if that is enough."""
+    trial = cut.draft()
+    after = cut.measure(trial, [*prune(cut.visible, cut.cut_seq), *cut.new])
+    if after > budget.limit or force or after >= cut.before:
+        return None
+    stats = {"kind": "prune", "saved": round(1 - after / cut.before, 4), "ms": round(cut.ms(), 2)}
+    return replace(trial, tokens_after=after, stats=stats, turn_id=cut.turn_id)
+
+
+async def _summarised(
+    cut: _Cut, upstream: Upstream, stored: Sequence[Message], budget: Budget, model: str
+) -> Checkpoint:
+    """Summarise the head (after the cheap stage) into a new checkpoint."""
+    head = cut.visible[: cut.start]
+    span = prune(head, cut.cut_seq)
     summary_budget = budget.summary_tokens(sum(m.tokens for m in span))
     # 0.8: the summariser's tokenizer may count up to a fifth more than ours
     max_input = int(0.8 * (budget.usable - 2 * summary_budget - summary.system_tokens())) - 32
     if max_input < 64:
         raise CompactionFailed(f"a {budget.window}-token window is too small to summarise in")
-    text = checkpoint.summary if checkpoint else None
-    calls = 0
-    llm_ms = 0.0
+    text = cut.checkpoint.summary if cut.checkpoint else None
+    calls, llm_ms = 0, 0.0
     # building requests (redaction) and the ledger are CPU work on long spans: off the loop
     pieces = await asyncio.to_thread(summary.chunks, span, max_input)
     try:
@@ -120,52 +169,27 @@ async def compact(
             text = summary.summary_from_response(response)
             calls += 1
     except (TetherError, ValueError) as exc:
-        log.warning("compaction.summariser_failed", conversation=conv.id, error=str(exc))
+        log.warning("compaction.summariser_failed", conversation=cut.conv.id, error=str(exc))
         raise CompactionFailed(str(exc)) from exc
-    originals = [m for m in stored if covers < m.seq <= cut_seq and m.role != "system"]
+    originals = [m for m in stored if cut.covers < m.seq <= cut.cut_seq and m.role != "system"]
     found = await asyncio.to_thread(lambda: ledger.extract(summary.span_text(originals)))
-    new_ledger = ledger.merge_ledgers(checkpoint.ledger if checkpoint else [], found)
-    result = Checkpoint(
-        epoch=epoch,
-        covers_through_seq=cut_seq,
-        prune_through_seq=max(cut_seq, pruned_through),
+    result = cut.draft(
+        covers_through_seq=cut.cut_seq,
+        prune_through_seq=max(cut.cut_seq, cut.pruned_through),
         summary=text,
-        ledger=new_ledger,
-        tokens_before=before,
-        tokens_after=0,
+        ledger=ledger.merge_ledgers(cut.checkpoint.ledger if cut.checkpoint else [], found),
         model=model,
-        prompt_version=summary.PROMPT_VERSION,
-        stats={},
     )
-    after = measure(system_block(system, result), [*visible[start:], *new])
-    total_ms = (time.perf_counter() - started) * 1000
+    after = cut.measure(result, [*cut.visible[cut.start :], *cut.new])
     stats = {
         "kind": "summary",
-        "saved": round(1 - after / before, 4) if before else 0.0,
+        "saved": round(1 - after / cut.before, 4) if cut.before else 0.0,
         "messages_summarised": len(head),
         "summariser_calls": calls,
-        "ms": round(total_ms - llm_ms, 2),
+        "ms": round(cut.ms() - llm_ms, 2),
         "llm_ms": round(llm_ms, 2),
     }
-    return await _commit(store, conv, _replace_tokens(result, after, stats, turn_id))
-
-
-def _replace_tokens(
-    c: Checkpoint, after: int, stats: dict[str, object], turn_id: str | None
-) -> Checkpoint:
-    return Checkpoint(
-        epoch=c.epoch,
-        covers_through_seq=c.covers_through_seq,
-        prune_through_seq=c.prune_through_seq,
-        summary=c.summary,
-        ledger=c.ledger,
-        tokens_before=c.tokens_before,
-        tokens_after=after,
-        model=c.model,
-        prompt_version=c.prompt_version,
-        stats=stats,
-        turn_id=turn_id,
-    )
+    return replace(result, tokens_after=after, stats=stats, turn_id=cut.turn_id)
 
 
 async def _commit(store: Store, conv: Conversation, checkpoint: Checkpoint) -> Compacted | None:
