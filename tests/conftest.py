@@ -36,6 +36,7 @@ FILES = {
     "test_merge.py": "unit",
     "test_running_turn.py": "unit",
     "test_shape.py": "unit",
+    "test_sqlite_store.py": "unit",  # the SQLite store alone: its file, migrations, errors
     "test_sse.py": "unit",
     "test_tokens.py": "unit",  # one offline subprocess seeds a cache, no server
 }

@@ -1,22 +1,26 @@
 """The contract every `Store` implementation must pass.
 
-Each test runs once per store factory in `STORE_FACTORIES`; today that is only SQLite. A new
-backend (PostgreSQL) joins by appending one `pytest.param(factory, id="postgres")`: the factory is
-an async context manager that, given the test's tmp_path, yields an unopened store on an empty
-database and cleans up after it. The `store` fixture opens, migrates and closes it.
+Each test runs once per store factory in `STORE_FACTORIES`: SQLite and the in-memory store. A
+new backend (PostgreSQL) joins by appending one `pytest.param(factory, id="postgres")`: the
+factory is an async context manager that, given the test's tmp_path and an owner (the server's
+instance id), yields an unopened store on that test's database (one database per tmp_path, empty
+at first, shared by the stores of one test) and cleans up after it. The `store` fixture opens,
+migrates and closes it; `other_server` is a second server's store on the same database.
 
-Tests talk to the store only through the `Store` protocol. The SQLite-only tests at the end of
-the file are named `test_sqlite_...`.
+Tests talk to the store only through the `Store` protocol; every method of it is called here
+(test_every_store_method_is_tested holds it so). SQLite-only tests live in
+tests/test_sqlite_store.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-import time
+import inspect
+import re
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +30,17 @@ import pytest
 
 from tether.model import Checkpoint, Conversation, Message, Turn
 from tether.store import open_store
-from tether.store.base import ConflictError, NewConversation, Store, TurnCommit
+from tether.store.base import (
+    IdempotencyKey,
+    IdempotencyRecord,
+    Loaded,
+    NewConversation,
+    Store,
+    StoredResponse,
+    TurnCommit,
+)
+from tether.store.errors import ConflictError
+from tether.store.memory import MemoryDatabase, MemoryStore
 from tether.upstream.wire import chat_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -42,17 +56,20 @@ TABLES = {
     "idempotency_keys",
 }
 
-StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
+StoreFactory = Callable[[Path, str], AbstractAsyncContextManager[Store]]
 
 
 @contextlib.asynccontextmanager
-async def sqlite_factory(tmp_path: Path) -> AsyncIterator[Store]:
-    yield open_store(f"sqlite:///{tmp_path}/t.db")
+async def sqlite_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
+    yield open_store(f"sqlite:///{tmp_path}/t.db", owner=owner)
+
+
+_MEMORY: dict[Path, MemoryDatabase] = {}  # a test's "database file", shared by its stores
 
 
 @contextlib.asynccontextmanager
-async def memory_factory(tmp_path: Path) -> AsyncIterator[Store]:
-    yield open_store("memory://")
+async def memory_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
+    yield MemoryStore(owner=owner, database=_MEMORY.setdefault(tmp_path, MemoryDatabase()))
 
 
 STORE_FACTORIES = [
@@ -62,9 +79,14 @@ STORE_FACTORIES = [
 
 
 @pytest.fixture(params=STORE_FACTORIES)
-async def unmigrated_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    factory: StoreFactory = request.param
-    async with factory(tmp_path) as store:
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    yield request.param
+    _MEMORY.pop(tmp_path, None)
+
+
+@pytest.fixture
+async def unmigrated_store(factory: StoreFactory, tmp_path: Path) -> AsyncIterator[Store]:
+    async with factory(tmp_path, "owner-a") as store:
         await store.open()
         try:
             yield store
@@ -76,6 +98,17 @@ async def unmigrated_store(request: pytest.FixtureRequest, tmp_path: Path) -> As
 async def store(unmigrated_store: Store) -> Store:
     await unmigrated_store.migrate()
     return unmigrated_store
+
+
+@pytest.fixture
+async def other_server(factory: StoreFactory, tmp_path: Path, store: Store) -> AsyncIterator[Store]:
+    """A second server's store (owner "owner-b") on the same database as `store`."""
+    async with factory(tmp_path, "owner-b") as other:
+        await other.open()
+        try:
+            yield other
+        finally:
+            await other.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -894,98 +927,301 @@ async def test_concurrent_creates_of_one_id_exactly_one_wins(store: Store) -> No
     assert counts["messages"] == 2
 
 
-# -- SQLite only --------------------------------------------------------------------------
+# -- turns: every field round-trips -------------------------------------------------------
 
 
-@pytest.fixture
-async def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/t.db"
+async def test_a_turn_record_round_trips_every_field(store: Store) -> None:
+    conv = await create(store, "tenant-a", "conv-1", chat(2))
+    turn = Turn(
+        id="turn-streamed",
+        status="incomplete",
+        model="model-b",
+        stream=True,
+        started_at=1_700_000_000.5,
+        finished_at=1_700_000_002.0,
+        first_token_at=1_700_000_000.75,
+        usage={"prompt_tokens": 3, "estimated": True},
+        error={"code": "upstream_error", "message": "cut"},
+        compacted=True,
+        notes={"dangling_tool_calls": ["call_1"]},
+        conversation_id="ignored: the store names the conversation",
+        first_seq=7,  # ignored too: only a commit gives a turn messages
+        last_seq=8,
+    )
+    await store.record_turn(conv.pk, turn)
+    assert await store.get_turn("tenant-a", "conv-1", turn.id) == replace(
+        turn, conversation_id="conv-1", first_seq=None, last_seq=None
+    )
+    # what the store returns is its own: changing it changes nothing stored
+    got = await store.get_turn("tenant-a", "conv-1", turn.id)
+    assert got is not None and got.notes is not None
+    got.notes["dangling_tool_calls"].append("call_2")
+    again = await store.get_turn("tenant-a", "conv-1", turn.id)
+    assert again is not None and again.notes == {"dangling_tool_calls": ["call_1"]}
 
 
-async def test_sqlite_file_is_in_wal_mode(sqlite_url: str, tmp_path: Path) -> None:
-    store = open_store(sqlite_url)
-    await store.open()
-    try:
-        await store.migrate()
-        await create(store, "tenant-a", "conv-1", chat(2))
-        with contextlib.closing(sqlite3.connect(tmp_path / "t.db")) as conn:
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-        assert mode == "wal"
-    finally:
-        await store.close()
+# -- load_conversation --------------------------------------------------------------------
 
 
-async def test_sqlite_reopen_keeps_data_and_applies_no_migration(sqlite_url: str) -> None:
-    store = open_store(sqlite_url)
-    await store.open()
-    try:
-        assert await store.migrate()
-        conv = await create(store, "tenant-a", "conv-1", chat(3), system_prompt="S")
-        await store.add_api_key("tenant-a", "hash-1", "sk-aaaa")
-        messages = await store.load_messages(conv.pk)
-    finally:
-        await store.close()
+async def test_load_conversation_reads_row_checkpoint_and_messages_at_once(store: Store) -> None:
+    assert await store.load_conversation("tenant-a", "conv-1", full=False) == Loaded(None)
+    conv = await create(store, "tenant-a", "conv-1", chat(6), system_prompt="S")
+    everything = await store.load_messages(conv.pk)
+    for full in (False, True):  # no checkpoint: all messages either way
+        assert await store.load_conversation("tenant-a", "conv-1", full) == Loaded(
+            conv, None, everything
+        )
 
-    again = open_store(sqlite_url)
-    await again.open()
-    try:
-        assert await again.migrate() == []
-        assert await again.resolve("tenant-a", "conv-1") == conv
-        assert await again.load_messages(conv.pk) == messages
-        assert await again.tenant_for_key("hash-1") == "tenant-a"
-    finally:
-        await again.close()
+    conv = await store.commit_checkpoint(conv.pk, checkpoint(1, covers=2))
+    conv = await store.commit_checkpoint(conv.pk, checkpoint(2, covers=4, prune=5))
+    latest = await store.latest_checkpoint(conv.pk)
+    assert latest is not None and latest.epoch == 2
+    view = await store.load_conversation("tenant-a", "conv-1", full=False)
+    assert view == Loaded(conv, latest, everything[4:])  # after the latest watermark
+    assert await store.load_conversation("tenant-a", "conv-1", full=True) == Loaded(
+        conv, latest, everything
+    )
+
+    await store.add_alias("tenant-a", "the-alias", conv.pk)
+    assert await store.load_conversation("tenant-a", "the-alias", full=False) == view
+    assert await store.load_conversation("tenant-b", "conv-1", full=True) == Loaded(None)
 
 
-async def test_sqlite_write_while_another_process_holds_the_lock_waits_on_the_writer_thread(
-    sqlite_url: str, tmp_path: Path
+async def test_load_conversation_of_a_long_conversation(store: Store) -> None:
+    """Longer than a read the SQLite store runs on the event loop (INLINE_READ_MESSAGES)."""
+    conv = await create(store, "tenant-a", "long", chat(700))
+    loaded = await store.load_conversation("tenant-a", "long", full=True)
+    assert loaded.conversation == conv
+    assert loaded.messages == await store.load_messages(conv.pk)
+    assert [m.seq for m in loaded.messages or []] == list(range(1, 701))
+
+
+# -- find_by_history ----------------------------------------------------------------------
+
+
+async def test_find_by_history_matches_the_latest_hash_in_the_tenant(store: Store) -> None:
+    h1, h2, h3 = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+    a = await store.commit_turn(
+        TurnCommit(
+            tenant_id="tenant-a",
+            turn=new_turn(),
+            messages=chat(2),
+            new_conversation=NewConversation(id="a", title=None, model=None),
+            history_hash=h1,
+            history_len=2,
+        )
+    )
+    assert (a.history_hash, a.history_len) == (h1, 2)
+    await create(store, "tenant-a", "no-hash", chat(2))
+    assert await store.find_by_history("tenant-a", [h1, h3]) == [a]
+    assert await store.find_by_history("tenant-b", [h1]) == []
+    assert await store.find_by_history("tenant-a", []) == []
+    assert await store.find_by_history("tenant-a", [h2]) == []
+
+    a = await append(store, a, chat(2, "x"), history_hash=h2, history_len=4)
+    assert await store.find_by_history("tenant-a", [h1]) == []
+    assert await store.find_by_history("tenant-a", [h2]) == [a]
+    # past SQLite's bound-parameter limit, h2 among them twice
+    many = [bytes([i % 256, i // 256]) * 8 for i in range(1200)] + [h2]
+    assert await store.find_by_history("tenant-a", many) == [a]
+
+
+# -- aliases ------------------------------------------------------------------------------
+
+
+async def test_an_alias_taken_conflicts(store: Store) -> None:
+    one = await create(store, "tenant-a", "one", chat(2))
+    two = await create(store, "tenant-a", "two", chat(2))
+    await store.add_alias("tenant-a", "shared", one.pk)
+    with pytest.raises(ConflictError):
+        await store.add_alias("tenant-a", "shared", two.pk)
+    assert await store.resolve("tenant-a", "shared") == one
+    await store.add_alias("tenant-b", "shared", two.pk)  # another tenant's name space
+    assert (await store.counts())["conversation_aliases"] == 2
+
+
+# -- API keys -----------------------------------------------------------------------------
+
+
+async def test_revoke_api_key_revokes_exactly_one_match(store: Store) -> None:
+    await store.add_api_key("tenant-a", "hash-1", "tk_same")
+    await asyncio.sleep(0.002)
+    await store.add_api_key("tenant-b", "hash-2", "tk_same")
+    await store.add_api_key("tenant-a", "hash-3", "tk_other")
+
+    assert await store.revoke_api_key("tk_same") == 2  # ambiguous: nothing revoked
+    assert await store.tenant_for_key("hash-1") == "tenant-a"
+    assert await store.tenant_for_key("hash-2") == "tenant-b"
+    assert await store.revoke_api_key("tk_none") == 0
+    assert await store.revoke_api_key("tk_same", "hash-3") == 0  # the hash of another prefix
+
+    assert await store.revoke_api_key("tk_same", "hash-1") == 1
+    assert await store.tenant_for_key("hash-1") is None
+    assert await store.tenant_for_key("hash-2") == "tenant-b"
+    assert await store.revoke_api_key("tk_same", "hash-1") == 0  # already revoked
+    assert await store.revoke_api_key("tk_same") == 1  # the one still active
+    assert await store.tenant_for_key("hash-2") is None
+    assert await store.tenant_for_key("hash-3") == "tenant-a"
+    assert await store.count_api_keys() == 3  # revoked keys still count
+
+    keys = await store.list_api_keys()
+    assert [(k.prefix, k.tenant_id) for k in keys] == [
+        ("tk_same", "tenant-a"),
+        ("tk_same", "tenant-b"),
+        ("tk_other", "tenant-a"),
+    ]
+    assert keys[0].created_at <= keys[1].created_at <= keys[2].created_at
+    assert [k.revoked_at is not None for k in keys] == [True, True, False]
+    assert all(k.revoked_at is None or k.revoked_at >= k.created_at for k in keys)
+
+
+async def test_list_api_keys_of_an_empty_database(store: Store) -> None:
+    assert await store.list_api_keys() == []
+
+
+# -- idempotency --------------------------------------------------------------------------
+
+
+def idem(key: str = "k-1", route: str = "chat", tenant: str = "tenant-a") -> IdempotencyKey:
+    return IdempotencyKey(tenant_id=tenant, route=route, key=key, request_hash=f"hash-{key}")
+
+
+async def test_claim_idempotency_claims_then_reports_what_the_key_holds(store: Store) -> None:
+    key = idem()
+    assert await store.claim_idempotency(key, retention=3600) is None
+    assert await store.claim_idempotency(key, retention=3600) == IdempotencyRecord(
+        status="running", request_hash="hash-k-1", stream=False, response=None, headers=None
+    )
+    # a key is scoped to its tenant and route
+    assert await store.claim_idempotency(idem(tenant="tenant-b"), 3600) is None
+    assert await store.claim_idempotency(idem(route="other"), 3600) is None
+    assert (await store.counts())["idempotency_keys"] == 3
+
+    body, headers = b'{"id": "chatcmpl-1", "\xc3\xa9": 1}', {"X-Tether-Turn": "t1"}
+    conv = await store.commit_turn(
+        TurnCommit(
+            tenant_id="tenant-a",
+            turn=new_turn(),
+            messages=chat(2),
+            new_conversation=NewConversation(id="c", title=None, model=None),
+            response=StoredResponse(key=key, stream=True, response=body, headers=headers),
+        )
+    )
+    assert conv.last_seq == 2
+    done = IdempotencyRecord("completed", "hash-k-1", True, body, headers)
+    assert await store.claim_idempotency(key, 3600) == done
+    await store.release_idempotency(key)  # a completed result is never released
+    assert await store.claim_idempotency(key, 3600) == done
+
+
+async def test_release_idempotency_lets_a_retry_claim_again(store: Store) -> None:
+    key = idem()
+    await store.release_idempotency(key)  # nothing held: nothing happens
+    assert await store.claim_idempotency(key, 3600) is None
+    await store.release_idempotency(idem(tenant="tenant-b"))  # another tenant's: not this one
+    assert (await store.claim_idempotency(key, 3600)) is not None
+    await store.release_idempotency(key)
+    assert (await store.counts())["idempotency_keys"] == 0
+    assert await store.claim_idempotency(key, 3600) is None
+
+
+async def test_idempotency_records_older_than_the_retention_are_forgotten(store: Store) -> None:
+    old, kept = idem("old"), idem("kept")
+    assert await store.claim_idempotency(old, 3600) is None
+    await asyncio.sleep(0.05)
+    assert await store.claim_idempotency(kept, 3600) is None
+    # a claim past its retention is forgotten when the key is claimed again
+    assert await store.claim_idempotency(old, retention=0.02) is None
+    assert await store.claim_idempotency(old, 3600) is not None
+
+    await asyncio.sleep(0.05)
+    assert await store.reap_idempotency(retention=3600) == 0
+    assert await store.reap_idempotency(retention=0.02) == 2
+    assert (await store.counts())["idempotency_keys"] == 0
+
+
+async def test_reap_idempotency_running_too_drops_claims_never_completed(store: Store) -> None:
+    running, completed = idem("running"), idem("completed")
+    await store.claim_idempotency(running, 3600)
+    await store.claim_idempotency(completed, 3600)
+    await store.commit_turn(
+        TurnCommit(
+            tenant_id="tenant-a",
+            turn=new_turn(),
+            messages=chat(2),
+            new_conversation=NewConversation(id="c", title=None, model=None),
+            response=StoredResponse(key=completed, stream=False, response=b"{}", headers={}),
+        )
+    )
+    assert await store.reap_idempotency(3600) == 0
+    assert await store.reap_idempotency(3600, running_too=True) == 1
+    assert await store.claim_idempotency(running, 3600) is None  # free again
+    held = await store.claim_idempotency(completed, 3600)
+    assert held is not None and held.status == "completed"
+
+
+# -- owners: a start-up sweep touches only the server's own -------------------------------
+
+
+async def test_sweeps_touch_only_this_servers_turns_and_claims(
+    store: Store, other_server: Store
 ) -> None:
-    """Writes run on the event loop's thread with a connection that never waits; when the
-    database is locked they wait on the writer thread instead, and the loop stays free."""
-    store = open_store(sqlite_url)
-    await store.open()
-    try:
-        await store.migrate()
-        await create(store, "tenant-a", "conv-1", chat(2))
-        other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process writing
-        write = asyncio.ensure_future(create(store, "tenant-a", "conv-2", chat(2)))
-        started = time.monotonic()
-        for _ in range(20):  # the loop keeps running while the write waits for the lock
-            await asyncio.sleep(0.01)
-        assert time.monotonic() - started < 2.0  # not stalled for the 5 s busy timeout
-        assert not write.done()
-        other.execute("ROLLBACK")
-        other.close()
-        conv = await asyncio.wait_for(write, 5)
-        assert conv.last_seq == 2
-        assert len(await store.load_messages(conv.pk)) == 2
-    finally:
-        await store.close()
+    conv = await create(store, "tenant-a", "conv-1", chat(2))
+    mine, theirs = new_turn(status="running"), new_turn(status="running")
+    await store.record_turn(conv.pk, mine)
+    await other_server.record_turn(conv.pk, theirs)
+    assert await store.claim_idempotency(idem("mine"), 3600) is None
+    assert await other_server.claim_idempotency(idem("theirs"), 3600) is None
+
+    error = {"code": "server_restarted", "message": "the server stopped"}
+    assert await store.abandon_running_turns(error) == 1
+    assert await store.reap_idempotency(3600, running_too=True) == 1
+
+    gone = await other_server.get_turn("tenant-a", "conv-1", mine.id)
+    assert gone is not None and (gone.status, gone.error) == ("incomplete", error)
+    alive = await store.get_turn("tenant-a", "conv-1", theirs.id)
+    assert alive is not None and (alive.status, alive.error) == ("running", None)
+    assert await store.claim_idempotency(idem("mine"), 3600) is None  # dropped: free again
+    held = await store.claim_idempotency(idem("theirs"), 3600)
+    assert held is not None and held.status == "running"  # still the other server's
+
+    # the other server's own sweep takes its own
+    assert await other_server.abandon_running_turns(error) == 1
+    assert await other_server.reap_idempotency(3600, running_too=True) == 1
+    assert await store.abandon_running_turns(error) == 0
 
 
-async def test_sqlite_wal_is_checkpointed_off_the_loop(
-    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_committed_turn_belongs_to_the_server_that_committed_it(
+    store: Store, other_server: Store
 ) -> None:
-    """The loop's connection never copies the WAL into the database file (that costs an
-    fsync); the writer thread does, after every CHECKPOINT_EVERY writes."""
-    import tether.store.sqlite_db as sqlite_store
+    """A turn recorded running by one server and committed: no sweep touches it again."""
+    conv = await create(store, "tenant-a", "conv-1", chat(2))
+    turn = new_turn(status="running")
+    await other_server.record_turn(conv.pk, turn)
+    turn.status = "completed"
+    await append(other_server, conv, chat(2), turn=turn)
+    for server in (store, other_server):
+        assert await server.abandon_running_turns({"code": "x"}) == 0
+    row = await store.get_turn("tenant-a", "conv-1", turn.id)
+    assert row is not None and row.status == "completed"
 
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 10)
-    db = tmp_path / "t.db"
-    store = open_store(sqlite_url)
-    await store.open()
-    try:
-        await store.migrate()  # write 1: every table, in the WAL only
-        for i in range(8):
-            await store.ensure_tenant(f"tenant-{i}")
-        await asyncio.sleep(0.2)
-        before = db.stat().st_size
-        await store.ensure_tenant("tenant-9")  # write 10: a checkpoint on the writer thread
-        for _ in range(50):
-            await asyncio.sleep(0.02)
-            if db.stat().st_size > before:
-                break
-        assert before <= 4096 < db.stat().st_size
-    finally:
-        await store.close()
+
+# -- the rest of the protocol -------------------------------------------------------------
+
+
+async def test_a_healthy_store_reports_no_storage_problem(store: Store) -> None:
+    assert store.storage_problem() is None
+    await create(store, "tenant-a", "conv-1", chat(2))
+    assert store.storage_problem() is None
+
+
+async def test_every_store_method_is_tested() -> None:
+    """Each method of the `Store` protocol is called somewhere in this file."""
+    methods = {
+        name
+        for name, member in inspect.getmembers(Store, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    called = set(re.findall(r"\.(\w+)\(", inspect.getsource(sys.modules[__name__])))
+    assert methods - called == set(), "Store methods no test here calls"
+    assert len(methods) > 20

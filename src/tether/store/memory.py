@@ -7,7 +7,7 @@ in and out through JSON, as a database would, so no caller shares a mutable valu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -74,21 +74,31 @@ class _Claim:
     headers: dict[str, str] | None = None
 
 
+@dataclass(slots=True)
+class MemoryDatabase:
+    """What a MemoryStore holds; stores given the same one share it, like two servers on one
+    database file (each with its own owner)."""
+
+    migrated: bool = False
+    last_pk: int = 0
+    tenants: dict[str, float] = field(default_factory=dict)
+    api_keys: list[_ApiKey] = field(default_factory=list)
+    conversations: dict[int, Conversation] = field(default_factory=dict)
+    by_id: dict[tuple[str, str], int] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], int] = field(default_factory=dict)
+    messages: dict[int, list[Message]] = field(default_factory=dict)
+    checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
+    turns: dict[str, _Recorded] = field(default_factory=dict)
+    claims: dict[tuple[str, str, str], _Claim] = field(default_factory=dict)
+
+
 class MemoryStore:
-    def __init__(self, url: str = "memory://", owner: str = "local") -> None:
+    def __init__(
+        self, url: str = "memory://", owner: str = "local", database: MemoryDatabase | None = None
+    ) -> None:
         self.url = url
         self.owner = owner
-        self.migrated = False
-        self.tenants: dict[str, float] = {}
-        self.api_keys: list[_ApiKey] = []
-        self.conversations: dict[int, Conversation] = {}
-        self.by_id: dict[tuple[str, str], int] = {}
-        self.aliases: dict[tuple[str, str], int] = {}
-        self.messages: dict[int, list[Message]] = {}
-        self.checkpoints: dict[int, list[Checkpoint]] = {}
-        self.turns: dict[str, _Recorded] = {}
-        self.claims: dict[tuple[str, str, str], _Claim] = {}
-        self._last_pk = 0
+        self.db = MemoryDatabase() if database is None else database
 
     async def open(self) -> None:
         pass
@@ -100,26 +110,26 @@ class MemoryStore:
         return None
 
     async def migrate(self) -> list[int]:
-        if self.migrated:
+        if self.db.migrated:
             return []
-        self.migrated = True
+        self.db.migrated = True
         return list(MIGRATIONS)
 
     # -- tenants and keys -----------------------------------------------------------------
     async def ensure_tenant(self, tenant_id: str) -> None:
-        self.tenants.setdefault(tenant_id, time.time())
+        self.db.tenants.setdefault(tenant_id, time.time())
 
     async def add_api_key(self, tenant_id: str, key_hash: str, prefix: str) -> None:
-        if any(k.key_hash == key_hash for k in self.api_keys):
+        if any(k.key_hash == key_hash for k in self.db.api_keys):
             raise ConflictError(f"an API key with this hash already exists (prefix {prefix!r})")
         now = time.time()
-        self.tenants.setdefault(tenant_id, now)
-        self.api_keys.append(_ApiKey(tenant_id, key_hash, prefix, now))
+        self.db.tenants.setdefault(tenant_id, now)
+        self.db.api_keys.append(_ApiKey(tenant_id, key_hash, prefix, now))
 
     async def revoke_api_key(self, prefix: str, key_hash: str | None = None) -> int:
         matches = [
             k
-            for k in self.api_keys
+            for k in self.db.api_keys
             if k.revoked_at is None
             and k.prefix == prefix
             and (key_hash is None or k.key_hash == key_hash)
@@ -129,30 +139,32 @@ class MemoryStore:
         return len(matches)
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
-        for k in self.api_keys:
+        for k in self.db.api_keys:
             if k.key_hash == key_hash and k.revoked_at is None:
                 return k.tenant_id
         return None
 
     async def list_api_keys(self) -> list[ApiKeyRow]:
-        return [ApiKeyRow(k.prefix, k.tenant_id, k.created_at, k.revoked_at) for k in self.api_keys]
+        return [
+            ApiKeyRow(k.prefix, k.tenant_id, k.created_at, k.revoked_at) for k in self.db.api_keys
+        ]
 
     async def count_api_keys(self) -> int:
-        return len(self.api_keys)  # revoked keys count (see the protocol)
+        return len(self.db.api_keys)  # revoked keys count (see the protocol)
 
     # -- conversations --------------------------------------------------------------------
     def _resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
         key = (tenant_id, conversation_id)
-        pk = self.by_id.get(key)
+        pk = self.db.by_id.get(key)
         if pk is None:
-            pk = self.aliases.get(key)
-        return None if pk is None else self.conversations[pk]
+            pk = self.db.aliases.get(key)
+        return None if pk is None else self.db.conversations[pk]
 
     async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
         return self._resolve(tenant_id, conversation_id)
 
     def _messages(self, pk: int, after: int = 0, through: int | None = None) -> list[Message]:
-        stored = self.messages.get(pk, [])
+        stored = self.db.messages.get(pk, [])
         end = len(stored) if through is None else max(0, min(through, len(stored)))
         return [_message(m) for m in stored[max(0, after) : end]]  # seq n is at index n - 1
 
@@ -170,21 +182,21 @@ class MemoryStore:
         return Loaded(conv, checkpoint, self._messages(conv.pk, after))
 
     def _latest(self, pk: int) -> Checkpoint | None:
-        listed = self.checkpoints.get(pk)
+        listed = self.db.checkpoints.get(pk)
         return _checkpoint(listed[-1]) if listed else None
 
     async def latest_checkpoint(self, conversation_pk: int) -> Checkpoint | None:
         return self._latest(conversation_pk)
 
     async def list_checkpoints(self, conversation_pk: int) -> list[Checkpoint]:
-        return [_checkpoint(cp) for cp in self.checkpoints.get(conversation_pk, [])]
+        return [_checkpoint(cp) for cp in self.db.checkpoints.get(conversation_pk, [])]
 
     def _insert_checkpoint(self, pk: int, cp: Checkpoint, epoch: int) -> None:
         stored = _checkpoint(cp, epoch=epoch, created_at=cp.created_at or time.time())
-        self.checkpoints.setdefault(pk, []).append(stored)
+        self.db.checkpoints.setdefault(pk, []).append(stored)
 
     async def commit_checkpoint(self, conversation_pk: int, checkpoint: Checkpoint) -> Conversation:
-        conv = self.conversations.get(conversation_pk)
+        conv = self.db.conversations.get(conversation_pk)
         if conv is None:
             raise ConflictError(f"conversation {conversation_pk} does not exist")
         if conv.epoch != checkpoint.epoch - 1:
@@ -194,25 +206,27 @@ class MemoryStore:
         if max(checkpoint.covers_through_seq, checkpoint.prune_through_seq) > conv.last_seq:
             raise ConflictError("checkpoint covers messages that do not exist")
         self._insert_checkpoint(conversation_pk, checkpoint, checkpoint.epoch)
-        conv = self.conversations[conversation_pk] = replace(conv, epoch=checkpoint.epoch)
+        conv = self.db.conversations[conversation_pk] = replace(conv, epoch=checkpoint.epoch)
         return conv
 
     def _create(self, commit: TurnCommit, new: NewConversation, now: float) -> Conversation:
         """The new conversation of a commit (a fork with its parent's prefix), after checking
         it can be made; nothing is stored here."""
-        if (commit.tenant_id, new.id) in self.by_id:
+        if (commit.tenant_id, new.id) in self.db.by_id:
             raise ConflictError(f"conversation {new.id!r} already exists")
-        parent = None if new.forked_from_pk is None else self.conversations.get(new.forked_from_pk)
+        parent = (
+            None if new.forked_from_pk is None else self.db.conversations.get(new.forked_from_pk)
+        )
         last_seq = 0
         if new.forked_from_pk is not None and new.forked_from_seq:
-            copied = min(new.forked_from_seq, len(self.messages.get(new.forked_from_pk, [])))
+            copied = min(new.forked_from_seq, len(self.db.messages.get(new.forked_from_pk, [])))
             if copied != new.forked_from_seq:
                 raise ConflictError(
                     f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
                 )
             last_seq = new.forked_from_seq
         return Conversation(
-            pk=self._last_pk + 1,
+            pk=self.db.last_pk + 1,
             id=new.id,
             tenant_id=commit.tenant_id,
             title=new.title,
@@ -233,7 +247,7 @@ class MemoryStore:
 
     def _existing(self, commit: TurnCommit) -> Conversation:
         assert commit.conversation_pk is not None
-        conv = self.conversations.get(commit.conversation_pk)
+        conv = self.db.conversations.get(commit.conversation_pk)
         if conv is None:
             raise ConflictError(f"conversation {commit.conversation_pk} does not exist")
         if conv.last_seq != commit.expected_last_seq:
@@ -244,13 +258,13 @@ class MemoryStore:
         return conv
 
     def _store_new(self, commit: TurnCommit, conv: Conversation, new: NewConversation) -> None:
-        self.tenants.setdefault(commit.tenant_id, conv.created_at)
-        self._last_pk = conv.pk
-        self.by_id[(commit.tenant_id, conv.id)] = conv.pk
-        self.messages[conv.pk] = []
+        self.db.tenants.setdefault(commit.tenant_id, conv.created_at)
+        self.db.last_pk = conv.pk
+        self.db.by_id[(commit.tenant_id, conv.id)] = conv.pk
+        self.db.messages[conv.pk] = []
         if new.forked_from_pk is not None and new.forked_from_seq:
-            parent = self.messages[new.forked_from_pk][: new.forked_from_seq]
-            self.messages[conv.pk] = [replace(m) for m in parent]
+            parent = self.db.messages[new.forked_from_pk][: new.forked_from_seq]
+            self.db.messages[conv.pk] = [replace(m) for m in parent]
         if commit.inherit_checkpoint is not None:
             self._insert_checkpoint(conv.pk, commit.inherit_checkpoint, 1)
 
@@ -265,7 +279,7 @@ class MemoryStore:
         ]
         if new is not None:
             self._store_new(commit, conv, new)
-        self.messages[conv.pk].extend(added)
+        self.db.messages[conv.pk].extend(added)
         new_last = conv.last_seq + len(added)
         usage = turn.usage or {}
         # as in SQLite: Tether's own estimate (no usage from the upstream) is not kept
@@ -286,22 +300,22 @@ class MemoryStore:
             history_hash=commit.history_hash,
             history_len=commit.history_len,
         )
-        self.conversations[conv.pk] = conv
+        self.db.conversations[conv.pk] = conv
         first = conv.last_seq - len(added) + 1 if added else None
         last = new_last if added else None
         recorded = replace(_turn(turn), conversation_id=None, first_seq=first, last_seq=last)
-        self.turns[turn.id] = _Recorded(conv.pk, recorded, self.owner)
+        self.db.turns[turn.id] = _Recorded(conv.pk, recorded, self.owner)
         if commit.response is not None:
             r = commit.response
-            claim = self.claims.get((r.key.tenant_id, r.key.route, r.key.key))
+            claim = self.db.claims.get((r.key.tenant_id, r.key.route, r.key.key))
             if claim is not None:
                 claim.status, claim.stream = "completed", r.stream
-                claim.response, claim.headers = r.response, dict(r.headers)
+                claim.response, claim.headers = r.response, _json(r.headers)
         return conv
 
     async def record_turn(self, conversation_pk: int, turn: Turn) -> None:
         recorded = replace(_turn(turn), conversation_id=None, first_seq=None, last_seq=None)
-        self.turns[turn.id] = _Recorded(conversation_pk, recorded, self.owner)
+        self.db.turns[turn.id] = _Recorded(conversation_pk, recorded, self.owner)
 
     def _mine(self, owner: str | None) -> bool:
         return owner is None or owner == self.owner
@@ -309,7 +323,7 @@ class MemoryStore:
     async def abandon_running_turns(self, error: dict[str, Any]) -> int:
         now = time.time()
         left = [
-            r for r in self.turns.values() if r.turn.status == "running" and self._mine(r.owner)
+            r for r in self.db.turns.values() if r.turn.status == "running" and self._mine(r.owner)
         ]
         for r in left:
             r.turn = replace(r.turn, status="incomplete", error=_json(error), finished_at=now)
@@ -317,29 +331,25 @@ class MemoryStore:
 
     async def get_turn(self, tenant_id: str, conversation_id: str, turn_id: str) -> Turn | None:
         conv = self._resolve(tenant_id, conversation_id)
-        row = self.turns.get(turn_id)
+        row = self.db.turns.get(turn_id)
         if conv is None or row is None or row.conversation_pk != conv.pk:
             return None
         return replace(_turn(row.turn), conversation_id=conv.id)
 
     async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]:
-        mine = [c for c in self.conversations.values() if c.tenant_id == tenant_id]
+        mine = [c for c in self.db.conversations.values() if c.tenant_id == tenant_id]
         return sorted(mine, key=lambda c: c.updated_at, reverse=True)[: max(0, limit)]
 
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
-        wanted = set(hashes)
-        return [
-            c
-            for c in self.conversations.values()
-            if c.tenant_id == tenant_id and c.history_hash is not None and c.history_hash in wanted
-        ]
+        wanted, convs = set(hashes), self.db.conversations.values()
+        return [c for c in convs if c.tenant_id == tenant_id and c.history_hash in wanted]
 
     async def add_alias(self, tenant_id: str, alias: str, conversation_pk: int) -> None:
-        if (tenant_id, alias) in self.aliases:
+        if (tenant_id, alias) in self.db.aliases:
             raise ConflictError(f"alias {alias!r} already exists")
-        if conversation_pk not in self.conversations:
+        if conversation_pk not in self.db.conversations:
             raise ConflictError(f"conversation {conversation_pk} does not exist")
-        self.aliases[(tenant_id, alias)] = conversation_pk
+        self.db.aliases[(tenant_id, alias)] = conversation_pk
 
     # -- idempotency ----------------------------------------------------------------------
     async def claim_idempotency(
@@ -347,44 +357,39 @@ class MemoryStore:
     ) -> IdempotencyRecord | None:
         now = time.time()
         ident = (key.tenant_id, key.route, key.key)
-        held = self.claims.get(ident)
-        if held is not None and held.created_at < now - retention:
-            del self.claims[ident]
-            held = None
-        if held is not None:
-            headers = None if held.headers is None else dict(held.headers)
-            return IdempotencyRecord(
-                held.status, held.key.request_hash, held.stream, held.response, headers
-            )
-        self.claims[ident] = _Claim(key, self.owner, now)
+        held = self.db.claims.get(ident)
+        if held is not None and held.created_at >= now - retention:
+            h, headers = held, _json(held.headers)
+            return IdempotencyRecord(h.status, h.key.request_hash, h.stream, h.response, headers)
+        self.db.claims[ident] = _Claim(key, self.owner, now)  # in place of one past retention
         return None
 
     async def release_idempotency(self, key: IdempotencyKey) -> None:
         ident = (key.tenant_id, key.route, key.key)
-        held = self.claims.get(ident)
+        held = self.db.claims.get(ident)
         if held is not None and held.status == "running":
-            del self.claims[ident]
+            del self.db.claims[ident]
 
     async def reap_idempotency(self, retention: float, running_too: bool = False) -> int:
         cutoff = time.time() - retention
         gone = [
             ident
-            for ident, c in self.claims.items()
+            for ident, c in self.db.claims.items()
             if c.created_at < cutoff
             or (running_too and c.status == "running" and self._mine(c.owner))
         ]
         for ident in gone:
-            del self.claims[ident]
+            del self.db.claims[ident]
         return len(gone)
 
     async def counts(self) -> dict[str, int]:
         return {
-            "tenants": len(self.tenants),
-            "api_keys": len(self.api_keys),
-            "conversations": len(self.conversations),
-            "conversation_aliases": len(self.aliases),
-            "turns": len(self.turns),
-            "messages": sum(len(m) for m in self.messages.values()),
-            "checkpoints": sum(len(c) for c in self.checkpoints.values()),
-            "idempotency_keys": len(self.claims),
+            "tenants": len(self.db.tenants),
+            "api_keys": len(self.db.api_keys),
+            "conversations": len(self.db.conversations),
+            "conversation_aliases": len(self.db.aliases),
+            "turns": len(self.db.turns),
+            "messages": sum(len(m) for m in self.db.messages.values()),
+            "checkpoints": sum(len(c) for c in self.db.checkpoints.values()),
+            "idempotency_keys": len(self.db.claims),
         }

@@ -277,6 +277,7 @@ class SqliteStore:
         return await self.db.read(run)
 
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
+        hashes = list(dict.fromkeys(hashes))  # a hash twice, in two chunks, found one twice
         if not hashes:
             return []
 
