@@ -23,10 +23,10 @@ import orjson
 from tether.compaction.tokens import count_message, count_text
 from tether.config import Settings
 from tether.engine.compact import compact
-from tether.engine.context import budget_for
+from tether.engine.target import budget_for
 from tether.model import Message
 from tether.store.sqlite import SqliteStore
-from tether.upstream.client import Chunk
+from tether.upstream.base import Chunk
 from tether.upstream.wire import chat_message
 
 SIZES = (10_000, 100_000)  # tokens of the conversation when it is compacted

@@ -53,7 +53,7 @@ def _prepared(run: TurnRun) -> tuple[orjson.Fragment, frozenset[str]] | None:
     stored = target.stored
     if (
         stored is None
-        or target.new is not None
+        or target.creates is not None
         or stored.checkpoint is not target.checkpoint
         or run.deps.settings.upstream_system_role == "inline"
     ):

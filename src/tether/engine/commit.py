@@ -48,9 +48,9 @@ async def commit(run: TurnRun, reply: Message, pending: frozenset[str], tail: li
                 tenant_id=target.tenant_id,
                 turn=turn,
                 messages=[*target.plan.new, reply],
-                conversation_pk=None if target.new or conv is None else conv.pk,
-                new_conversation=target.new,
-                expected_last_seq=conv.last_seq if conv and not target.new else 0,
+                conversation_pk=None if target.creates or conv is None else conv.pk,
+                new_conversation=target.creates,
+                expected_last_seq=conv.last_seq if conv and not target.creates else 0,
                 system_prompt=target.plan.system_prompt,
                 system_changed=target.plan.system_changed,
                 view_epoch=target.epoch,
@@ -100,7 +100,7 @@ def _remember(run: TurnRun, updated: Conversation, reply: Message) -> None:
     cached = views.get(key)
     conv = target.conv
     if (
-        target.new
+        target.creates
         or conv is None
         or cached is None
         or cached.state != (conv.last_seq, conv.epoch)

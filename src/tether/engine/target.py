@@ -23,7 +23,7 @@ class Target:
 
     tenant_id: str
     conv: Conversation | None  # the stored conversation (a fork's parent)
-    new: NewConversation | None  # set when the turn creates a conversation (maybe a fork)
+    creates: NewConversation | None  # the conversation the turn creates (maybe a fork)
     plan: MergePlan
     checkpoint: Checkpoint | None  # the checkpoint the view is built on
     model: str
@@ -33,14 +33,14 @@ class Target:
 
     @property
     def conversation_id(self) -> str:
-        if self.new is not None:
-            return self.new.id
+        if self.creates is not None:
+            return self.creates.id
         assert self.conv is not None
         return self.conv.id
 
     @property
     def forked_from(self) -> tuple[str, int] | None:
-        if self.new is not None and self.conv is not None:
+        if self.creates is not None and self.conv is not None:
             return (self.conv.id, self.plan.fork_seq or 0)
         return None
 
@@ -49,11 +49,11 @@ class Target:
         """The epoch the view is built on (a fork renumbers an inherited checkpoint as 1)."""
         if self.checkpoint is None:
             return 0
-        return 1 if self.new is not None else self.checkpoint.epoch
+        return 1 if self.creates is not None else self.checkpoint.epoch
 
     @property
     def can_compact(self) -> bool:
-        return self.conv is not None and self.new is None
+        return self.conv is not None and self.creates is None
 
     def view_messages(self) -> tuple[str | None, list[Message]]:
         system = system_block(self.plan.system_prompt, self.checkpoint)
@@ -70,7 +70,7 @@ class Target:
         conv = self.conv
         if (
             conv is not None
-            and self.new is None
+            and self.creates is None
             and conv.usage_prompt_tokens
             and conv.usage_through_seq is not None
             and conv.usage_epoch == conv.epoch

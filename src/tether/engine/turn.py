@@ -225,7 +225,7 @@ class TurnRun:
     def info(self) -> TurnInfo:
         target = self.target
         assert target is not None
-        if target.new is not None:
+        if target.creates is not None:
             base = target.plan.fork_seq or 0
         else:
             base = target.conv.last_seq if target.conv is not None else 0
