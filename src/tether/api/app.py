@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from tether.api.auth import Authenticator
-from tether.api.errors import http_error, store_error, tether_error, unexpected_error
+from tether.api.errors import error_of, http_error, store_error, tether_error, unexpected_error
 from tether.api.gate import AuthGate
 from tether.api.hosts import HostGuard, allowed_hosts
 from tether.api.jsonbody import EXPOSED_HEADERS
@@ -22,7 +22,7 @@ from tether.api.routes import routes
 from tether.api.state import AppState
 from tether.compaction import tokens
 from tether.config import Settings
-from tether.engine.turn import Engine
+from tether.engine.service import Engine
 from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
@@ -88,24 +88,11 @@ async def _start(
     await db.open()
     await db.migrate()
     up = upstream if upstream is not None else make_upstream(settings)
-    engine = Engine(db, up, settings)
+    engine = Engine(db, up, settings, errors=error_of)
     if up is not None:
         await _discover_models(engine)
     state = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
-    # claims left running by a previous process never committed: their retries may run
-    await db.reap_idempotency(settings.idempotency_retention, running_too=True)
-    # ...and turns they left running never finished (one server per SQLite file, so none
-    # of them is running anywhere now)
-    abandoned = await db.abandon_running_turns(
-        {
-            "message": "the server stopped before this turn finished; nothing of it was "
-            "stored — send it again (with the same Idempotency-Key, if it had one)",
-            "type": "server_error",
-            "code": "server_restarted",
-        }
-    )
-    if abandoned:
-        log.warning("turns.marked_incomplete", turns=abandoned)
+    await engine.sweep()  # what this server left running when it last stopped
     return state
 
 

@@ -25,7 +25,7 @@ from tether.api.shapes import (
 )
 from tether.api.state import AppState
 from tether.engine.inspect import compact_conversation, context_report
-from tether.engine.types import etag
+from tether.engine.request import etag
 from tether.errors import TetherError
 from tether.model import Conversation
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tether.api.auth import Authenticator
 from tether.config import Settings
-from tether.engine.turn import Engine
+from tether.engine.service import Engine
 from tether.store.base import Store
 from tether.upstream.base import Upstream
 

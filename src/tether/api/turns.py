@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import cast
 
@@ -15,8 +14,8 @@ from tether.api.jsonbody import json_response
 from tether.api.shapes import ErrorObject, StoredMessage, Turn, TurnStatus, stored_message
 from tether.api.sse import turn_stream
 from tether.api.state import AppState
+from tether.coordination.stream import TurnStream
 from tether.engine.ids import check_conversation_id
-from tether.engine.types import RunningTurn
 from tether.errors import TetherError
 from tether.model import Conversation
 
@@ -109,7 +108,7 @@ def _last_event_id(request: Request) -> int:
     return int(value.strip() or "0") if value is not None else 0
 
 
-async def _live_turn(request: Request) -> tuple[AppState, RunningTurn | None]:
+async def _live_turn(request: Request) -> tuple[AppState, TurnStream | None]:
     """The turn named by the path if it is running here (or its stream is still buffered);
     else None after checking the conversation exists for this tenant (404 otherwise)."""
     state = state_of(request)
@@ -147,9 +146,8 @@ async def turn_events(request: Request) -> Response:
 async def cancel_turn(request: Request) -> Response:
     """Stop a running turn (nothing of it is stored). A turn that already finished, or is
     committing, is left as it ends; either way the answer is the turn's final record."""
-    state, running = await _live_turn(request)
+    _, running = await _live_turn(request)
     if running is not None:
-        state.engine.cancel(running)
-        if running.task is not None:
-            await asyncio.wait([running.task])
+        running.stop()
+        await running.ended()
     return await get_turn(request)
