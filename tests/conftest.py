@@ -28,6 +28,8 @@ FILES = {
     "test_scripted_upstream.py": "e2e",
     "test_store_contract.py": "contract",
     "test_cache.py": "unit",
+    "test_chat_projection.py": "unit",
+    "test_coordination.py": "unit",
     "test_compaction_cut.py": "unit",
     "test_docs.py": "unit",
     "test_ids.py": "unit",

@@ -153,7 +153,9 @@ class TurnRun:
     def announce(self) -> None:
         """A JSON turn is ready now (a stream at its first token); compaction is told."""
         if not self.req.stream:
-            self.ready.set_result(self.info())
+            info = self.info()
+            self.ready.set_result(info)
+            self.publish(Started(info=info))
         if self.outcome.compacted:
             assert self.target is not None
             self.publish(
