@@ -9,8 +9,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
+import orjson
 
 from tether.api.errors import error_of
 from tether.testing.processes import free_port, stop, wait_ready
@@ -88,6 +90,7 @@ class TetherServer:
             self.env["TETHER_UPSTREAM_BASE_URL"] = upstream_url
         self.log = db_path.with_suffix(f".{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.keys: dict[str, str] = {}  # tenant -> the last key create_key made for it
 
     def start(self, timeout: float = 20) -> TetherServer:
         self.logfile = open(self.log, "ab")  # noqa: SIM115
@@ -121,7 +124,13 @@ class TetherServer:
     def create_key(self, tenant: str) -> str:
         out = self.cli("keys", "create", "--tenant", tenant)
         assert out.returncode == 0, out.stderr
-        return out.stdout.strip().splitlines()[-1]
+        key = out.stdout.strip().splitlines()[-1]
+        self.keys[tenant] = key
+        return key
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
@@ -139,6 +148,29 @@ class TetherServer:
             return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     def transcript(self, conversation_id: str, tenant: str = "default") -> list[tuple[Any, ...]]:
+        """(seq, role, content as stored: JSON text or None) of each message, oldest first; []
+        if there is no such conversation. Read through GET …/messages (with the tenant's key
+        from create_key, if any) while the server runs; from the file once it has stopped."""
+        if not self.running:
+            return self._file_transcript(conversation_id, tenant)
+        key = self.keys.get(tenant)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        url = f"{self.url}/v1/conversations/{quote(conversation_id, safe='')}/messages"
+        rows: list[tuple[Any, ...]] = []
+        while True:
+            resp = httpx2.get(url, params={"after": len(rows), "limit": 10_000}, headers=headers)
+            if resp.status_code == 404 and resp.json()["error"]["code"] == "conversation_not_found":
+                return []
+            resp.raise_for_status()
+            page = resp.json()
+            for m in page["data"]:
+                content = m.get("content")
+                stored = None if content is None else orjson.dumps(content).decode()
+                rows.append((m["seq"], m["role"], stored))
+            if not page["has_more"] or not page["data"]:
+                return rows
+
+    def _file_transcript(self, conversation_id: str, tenant: str) -> list[tuple[Any, ...]]:
         with self.db() as conn:
             return conn.execute(
                 "SELECT m.seq, m.role, m.content FROM messages m JOIN conversations c "
