@@ -8,11 +8,8 @@ from typing import Any
 
 from tether.compaction.cut import prune
 from tether.compaction.summary import frame
-from tether.compaction.tokens import count_text
+from tether.compaction.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, count_text
 from tether.model import Checkpoint, Message
-
-MESSAGE_OVERHEAD = 4
-REPLY_PRIMING = 3
 
 
 def system_block(system_prompt: str | None, checkpoint: Checkpoint | None) -> str | None:

@@ -17,9 +17,9 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any, overload
 
+from tether.engine.fingerprint import INSTRUCTION_ROLES
 from tether.model import Message
 
-INSTRUCTION_ROLES = frozenset({"system", "developer"})
 _ROLE = itemgetter("role")
 
 Parse = Callable[[Any, int], Message]  # (the raw message, its index) → Message, or a 400

@@ -14,8 +14,6 @@ from tether.engine.merge import MergePlan
 from tether.model import Checkpoint, Conversation, Message
 from tether.store.base import NewConversation
 
-_COUNT_INLINE_CHARS = 64 * 1024
-
 
 @dataclass(slots=True)
 class Target:
