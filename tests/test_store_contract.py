@@ -1079,6 +1079,32 @@ async def test_list_api_keys_of_an_empty_database(store: Store) -> None:
     assert await store.list_api_keys() == []
 
 
+async def test_a_key_hash_added_twice_conflicts(store: Store) -> None:
+    await store.add_api_key("tenant-a", "hash-1", "tk_aaaa")
+    with pytest.raises(ConflictError):
+        await store.add_api_key("tenant-b", "hash-1", "tk_bbbb")
+    assert await store.tenant_for_key("hash-1") == "tenant-a"
+    assert await store.count_api_keys() == 1
+
+
+async def test_writes_to_a_conversation_that_does_not_exist_conflict(store: Store) -> None:
+    conv = await create(store, "tenant-a", "conv-1", chat(2))
+    missing = replace(conv, pk=conv.pk + 1000)
+    with pytest.raises(ConflictError):
+        await store.commit_checkpoint(missing.pk, checkpoint(1, covers=1))
+    with pytest.raises(ConflictError):
+        await append(store, missing, chat(2))
+    with pytest.raises(ConflictError):
+        await store.add_alias("tenant-a", "alias", missing.pk)
+    assert await store.counts() == {
+        **dict.fromkeys(TABLES, 0),
+        "tenants": 1,
+        "conversations": 1,
+        "turns": 1,
+        "messages": 2,
+    }
+
+
 # -- idempotency --------------------------------------------------------------------------
 
 

@@ -90,10 +90,14 @@ class SqliteStore:
             c.execute(
                 "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant_id, now)
             )
-            c.execute(
-                "INSERT INTO api_keys (tenant_id, key_hash, prefix, created_at) VALUES (?,?,?,?)",
-                (tenant_id, key_hash, prefix, now),
-            )
+            try:
+                c.execute(
+                    "INSERT INTO api_keys (tenant_id, key_hash, prefix, created_at) "
+                    "VALUES (?,?,?,?)",
+                    (tenant_id, key_hash, prefix, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"an API key with this hash already exists: {exc}") from exc
 
         await self.db.write(run)
 
@@ -214,9 +218,12 @@ class SqliteStore:
 
     async def commit_checkpoint(self, conversation_pk: int, checkpoint: Checkpoint) -> Conversation:
         def run(c: sqlite3.Connection) -> Conversation:
-            epoch, last_seq = c.execute(
+            row = c.execute(
                 "SELECT epoch, last_seq FROM conversations WHERE pk = ?", (conversation_pk,)
             ).fetchone()
+            if row is None:
+                raise ConflictError(f"conversation {conversation_pk} does not exist")
+            epoch, last_seq = row
             if epoch != checkpoint.epoch - 1:
                 raise ConflictError(f"conversation is at epoch {epoch}, not {checkpoint.epoch - 1}")
             if max(checkpoint.covers_through_seq, checkpoint.prune_through_seq) > last_seq:
