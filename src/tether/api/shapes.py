@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from tether.model import Conversation, Message
+from tether.protocols.common import ForkedFrom, TetherInfo
 from tether.upstream.wire import chat_message
 
 _EXTRA = ConfigDict(extra="allow")  # passed through: more fields may come
@@ -41,27 +42,6 @@ class Error(TypedDict):
 
 
 # -- chat completions (passed through from the upstream, plus `tether`) -------------------------
-
-
-@with_config(_CLOSED)
-class ForkedFrom(TypedDict):
-    conversation_id: str
-    seq: int
-
-
-@with_config(_CLOSED)
-class TetherInfo(TypedDict):
-    """Where the turn ran."""
-
-    conversation_id: str
-    turn_id: str
-    epoch: Annotated[
-        int, Field(ge=0, description="the checkpoint the model's view was built on (0: none yet)")
-    ]
-    compacted: Annotated[bool, Field(description="whether a compaction ran during this request")]
-    tokens_before: int | None
-    tokens_after: int | None
-    forked_from: NotRequired[ForkedFrom]
 
 
 @with_config(_EXTRA)

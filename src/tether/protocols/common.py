@@ -1,10 +1,37 @@
-"""What every protocol says about where a turn ran: the headers and the `tether` object."""
+"""What every protocol says about where a turn ran: the headers and the `tether` object (its
+shape, `TetherInfo`, is the one /openapi.json describes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, NotRequired
+
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from tether.engine.request import TurnInfo, etag
+
+_CLOSED = ConfigDict(extra="ignore")
+
+
+@with_config(_CLOSED)
+class ForkedFrom(TypedDict):
+    conversation_id: str
+    seq: int
+
+
+@with_config(_CLOSED)
+class TetherInfo(TypedDict):
+    """Where the turn ran."""
+
+    conversation_id: str
+    turn_id: str
+    epoch: Annotated[
+        int, Field(ge=0, description="the checkpoint the model's view was built on (0: none yet)")
+    ]
+    compacted: Annotated[bool, Field(description="whether a compaction ran during this request")]
+    tokens_before: int | None
+    tokens_after: int | None
+    forked_from: NotRequired[ForkedFrom]
 
 
 def turn_headers(info: TurnInfo) -> dict[str, str]:
@@ -17,8 +44,8 @@ def turn_headers(info: TurnInfo) -> dict[str, str]:
     }
 
 
-def tether_object(info: TurnInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def tether_object(info: TurnInfo) -> TetherInfo:
+    out: TetherInfo = {
         "conversation_id": info.conversation_id,
         "turn_id": info.turn_id,
         "epoch": info.epoch,

@@ -16,11 +16,8 @@ import orjson
 import structlog
 
 from tether.errors import TetherError
-from tether.upstream.base import Chunk, Upstream, context_windows
+from tether.upstream.base import Chunk
 from tether.upstream.errors import map_status_error
-
-# the protocol and its types live in tether.upstream.base; named here too for older importers
-__all__ = ["Chunk", "HttpUpstream", "Upstream", "context_windows", "map_status_error"]
 
 log = structlog.get_logger("tether.upstream")
 
