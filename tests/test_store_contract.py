@@ -1096,6 +1096,8 @@ async def test_writes_to_a_conversation_that_does_not_exist_conflict(store: Stor
         await append(store, missing, chat(2))
     with pytest.raises(ConflictError):
         await store.add_alias("tenant-a", "alias", missing.pk)
+    with pytest.raises(ConflictError):
+        await fork(store, missing, "child", 0, chat(1))
     assert await store.counts() == {
         **dict.fromkeys(TABLES, 0),
         "tenants": 1,

@@ -217,6 +217,8 @@ class MemoryStore:
         parent = (
             None if new.forked_from_pk is None else self.db.conversations.get(new.forked_from_pk)
         )
+        if new.forked_from_pk is not None and parent is None:
+            raise ConflictError(f"cannot fork conversation {new.forked_from_pk}: it does not exist")
         last_seq = 0
         if new.forked_from_pk is not None and new.forked_from_seq:
             copied = min(new.forked_from_seq, len(self.db.messages.get(new.forked_from_pk, [])))
