@@ -17,7 +17,8 @@ from tether.engine.target import Target
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
 from tether.model import Conversation, Message
-from tether.store.base import ConflictError, TurnCommit
+from tether.store.base import TurnCommit
+from tether.store.errors import ConflictError
 from tether.upstream.wire import chat_message
 
 if TYPE_CHECKING:

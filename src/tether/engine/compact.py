@@ -20,7 +20,8 @@ from tether.compaction.policy import Budget
 from tether.compaction.view import estimate, system_block, tail_messages
 from tether.errors import TetherError
 from tether.model import Checkpoint, Conversation, Message
-from tether.store.base import ConflictError, Store
+from tether.store.base import Store
+from tether.store.errors import ConflictError
 from tether.upstream.base import Upstream
 
 log = structlog.get_logger("tether.compaction")

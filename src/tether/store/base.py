@@ -8,10 +8,6 @@ from typing import Any, Protocol
 
 from tether.model import Checkpoint, Conversation, Message, Turn
 
-# re-exported until every caller imports them from tether.store.errors
-from tether.store.errors import ConflictError as ConflictError
-from tether.store.errors import StoreError as StoreError
-
 
 @dataclass(frozen=True, slots=True)
 class NewConversation:
