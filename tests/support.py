@@ -163,6 +163,8 @@ class TetherServer:
                 return []
             resp.raise_for_status()
             page = resp.json()
+            if page["conversation_id"] != conversation_id:
+                return []  # an alias: no conversation has this id itself (as in the file)
             for m in page["data"]:
                 content = m.get("content")
                 stored = None if content is None else orjson.dumps(content).decode()
