@@ -60,7 +60,7 @@ def test_a_crash_is_logged_without_locals_or_keys_quickly() -> None:
 
 def test_a_stderr_nobody_reads_does_not_block_the_logger() -> None:
     """stderr is a pipe this test never reads until the child is done: the pipe fills after
-    ~64 KiB, and the child's 50,000 log lines must still take well under a second."""
+    ~64 KiB (~450 of these lines), and the child's 10,000 log lines must still go by quickly."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -73,7 +73,7 @@ def test_a_stderr_nobody_reads_does_not_block_the_logger() -> None:
                 logs.setup("info")
                 log = structlog.get_logger("t")
                 t0 = time.perf_counter()
-                for i in range(50_000):
+                for i in range(10_000):
                     log.info("line", i=i, pad="x" * 100)
                 took = time.perf_counter() - t0
                 os.write(1, f"took {took:.3f}\\n".encode())
