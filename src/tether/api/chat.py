@@ -124,12 +124,13 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _idempotency_key(request: Request, tenant: str, data: dict[str, Any]) -> IdempotencyKey | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:  # the common case: nothing to hash
+        return None
     # the request as it will be run: its body and every header that changes what it does
     meaning = [data, *(request.headers.get(h) for h in _MEANINGFUL_HEADERS)]
     try:
-        return idempotency.key_for(
-            tenant, request.url.path, request.headers.get("idempotency-key"), meaning
-        )
+        return idempotency.key_for(tenant, request.url.path, key, meaning)
     except orjson.JSONEncodeError:  # a message too deep to write, not parsed yet: say where
         check_depth(data)
         raise

@@ -52,11 +52,19 @@ class AuthGate:
             return
         auth: Authenticator = scope["app"].state.tether.auth
         try:
-            scope[TENANT_KEY] = await auth.authenticate(Headers(scope=scope).get("authorization"))
+            scope[TENANT_KEY] = await auth.authenticate(_authorization(scope))
         except Exception as exc:
             await _answer_error(scope, receive, send, exc)
             return
         await self.app(scope, receive, send)
+
+
+def _authorization(scope: Scope) -> str | None:
+    """The Authorization header, read straight from the scope (no Headers object per request)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
