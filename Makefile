@@ -91,8 +91,8 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 fmt: $(TEST_STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean:
 	rm -rf $(VENV) $(CLIENT_VENVS) build *.egg-info src/*.egg-info
