@@ -105,7 +105,7 @@ async def complete(run: TurnRun, body: dict[str, Any], pending: frozenset[str]) 
         response=response,
     )
     tail = run.req.projection.render(finished)
-    await commit(run, reply, pending, tail)
+    await commit(run, finished, pending, tail)
     run.final_headers = run.req.projection.headers(finished.info)
     run.result.set_result(tail[-1])
 
@@ -136,7 +136,7 @@ async def stream(run: TurnRun, body: dict[str, Any], pending: frozenset[str]) ->
         model=acc.model or run.record.model or "",
     )
     tail = run.req.projection.render(finished)
-    await commit(run, reply, pending, tail)
+    await commit(run, finished, pending, tail)
     if not run.ready.done():  # an upstream that streamed no chunk at all
         run.ready.set_result(finished.info)
     run.out.publish(tail)

@@ -12,6 +12,7 @@ import structlog
 
 from tether.engine import idempotency
 from tether.engine.cache import extended
+from tether.engine.events import Finished
 from tether.engine.fingerprint import chain, is_history
 from tether.engine.target import Target
 from tether.engine.validate import validate_sequence
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tether.turn")
 
 
-async def commit(run: TurnRun, reply: Message, pending: frozenset[str], tail: list[bytes]) -> None:
-    """Store the turn. `tail`: the payloads its end renders to (a keyed turn stores its whole
-    response with the commit)."""
-    target, turn = run.target, run.record
+async def commit(
+    run: TurnRun, finished: Finished, pending: frozenset[str], tail: list[bytes]
+) -> None:
+    """Store the turn that `finished` describes. `tail`: the payloads its end renders to (a
+    keyed turn stores its whole response with the commit)."""
+    target, turn, reply = run.target, run.record, finished.reply
     assert target is not None
     validate_sequence([chat_message(reply)], pending)  # the view was checked before the call
     turn.status = "completed"
@@ -38,7 +41,7 @@ async def commit(run: TurnRun, reply: Message, pending: frozenset[str], tail: li
     conv = target.conv
     stored = None
     if run.req.idempotency is not None:
-        headers = run.req.projection.headers(run.info())
+        headers = run.req.projection.headers(finished.info)
         stored = idempotency.stored(
             run.req.idempotency, run.req.stream, [*run.out.log, *tail], headers
         )
