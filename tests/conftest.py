@@ -41,6 +41,7 @@ FILES = {
     "test_sqlite_store.py": "unit",  # the SQLite store alone: its file, migrations, errors
     "test_sse.py": "unit",
     "test_tokens.py": "unit",  # one offline subprocess seeds a cache, no server
+    "test_upstream_http1.py": "unit",  # the upstream client against tiny loopback servers
 }
 
 

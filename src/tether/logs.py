@@ -77,7 +77,7 @@ def redact_fields(logger: WrappedLogger, method: str, event: EventDict) -> Event
 
 
 class _Formatter(logging.Formatter):
-    """The stdlib's records (uvicorn, asyncio, aiohttp): plain tracebacks, capped, redacted."""
+    """The stdlib's records (uvicorn, asyncio, httptools): plain tracebacks, capped, redacted."""
 
     def formatException(self, ei: Any) -> str:
         if ei and ei[0] is not None:

@@ -1,8 +1,8 @@
 """What the engine needs from a model server, apart from any transport: the `Upstream`
 protocol, the streamed `Chunk`, and the context windows a model list reports.
 
-`HttpUpstream` (`tether.upstream.client`, aiohttp) is the implementation Tether serves with;
-`tether.testing.fake.FakeUpstream` is the one in-process tests swap in."""
+`HttpUpstream` (`tether.upstream.client`, over `upstream/http1.py`) is the implementation Tether
+serves with; `tether.testing.fake.FakeUpstream` is the one in-process tests swap in."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The OpenAI-compatible LLM client: one pooled aiohttp session, retries before the first token
-only, upstream failures mapped to `TetherError`s a client can act on.
+"""The OpenAI-compatible LLM client: one pool of keep-alive connections (`upstream/http1.py`),
+retries before the first token only, upstream failures mapped to `TetherError`s a client can act
+on.
 
-aiohttp rather than httpx2 here: on the hot path it costs 0.36 ms of CPU per non-streaming call
-against httpx2's 1.30 ms (500 sequential 201-message calls to the scripted upstream, same run;
-bench/README.md)."""
+Our own HTTP/1.1 client rather than aiohttp's (which replaced httpx2's): on the hot path it costs
+0.13-0.15 ms of CPU per 201-message call against aiohttp's 0.29-0.49 ms and httpx2's 1.30 ms
+(bench/README.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import structlog
 
 from tether.errors import TetherError
 from tether.upstream.base import Chunk
 from tether.upstream.errors import map_status_error
+from tether.upstream.http1 import ClientError, ConnectTimeout, Disconnected, Pool, Reply
 
 log = structlog.get_logger("tether.upstream")
 
@@ -52,59 +53,59 @@ class HttpUpstream:
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        # per socket read, like a read timeout; the turn's own deadline bounds the whole call
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=timeout
-        )
-        self._client: aiohttp.ClientSession | None = None
+        # a read timeout (no byte for this long); the turn's own deadline bounds the whole call
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._client: Pool | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _pool(self) -> Pool:
         if self._client is None:  # created on the running loop, at first use
-            self._client = aiohttp.ClientSession(
+            self._client = Pool(
+                self.base_url,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.timeout,
                 # idle connections closed after 4 s: before upstreams that serve with uvicorn
                 # (vLLM, llama.cpp's server: 5 s) close them, which would race a new request
-                connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=4),
-                timeout=self._timeout,
-                headers=self._headers,
+                keepalive=4.0,
             )
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            self._client.close()
 
     async def _delay(self, attempt: int, retry_after: float | None) -> None:
         delay = retry_after if retry_after is not None else self.backoff * (2**attempt)
         await asyncio.sleep(min(delay, 30.0))
 
-    async def _send(
-        self, body: dict[str, Any], stream: bool
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
+    async def _post(self, content: bytes) -> Reply:
+        return await self._pool().request("POST", "/chat/completions", self._headers, content)
+
+    async def _send(self, body: dict[str, Any], stream: bool) -> tuple[Reply, bytes]:
         """POST with retries on connect errors, 429 and 5xx. Returns a 200 response and, unless
         streaming, its whole body (a body cut short counts as a connection error)."""
         content = orjson.dumps(body)
-        url = f"{self.base_url}/chat/completions"
         stale_retried = False
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 try:
-                    response = await self._session().post(url, data=content)
-                except aiohttp.ServerDisconnectedError:
+                    response = await self._post(content)
+                except Disconnected:
                     # closed without a word: most likely a pooled connection the upstream had
                     # just closed as idle. Once, at once, on a new connection (not a retry).
                     if stale_retried:
                         raise
                     stale_retried = True
                     log.info("upstream.stale_connection")
-                    response = await self._session().post(url, data=content)
+                    response = await self._post(content)
                 if response.status == 200 and stream:
                     return response, b""
                 try:
                     data = await response.read()
                 finally:
                     response.release()
-            except aiohttp.ConnectionTimeoutError as exc:
+            except ConnectTimeout as exc:
                 if last:
                     raise TetherError(
                         504, "upstream_timeout", f"cannot connect to the upstream ({exc!r})"
@@ -116,7 +117,7 @@ class HttpUpstream:
                 raise TetherError(
                     504, "upstream_timeout", f"the upstream did not answer in time ({exc!r})"
                 ) from exc
-            except aiohttp.ClientError as exc:
+            except ClientError as exc:
                 if last:
                     raise TetherError(
                         502,
@@ -157,7 +158,7 @@ class HttpUpstream:
                 yield Chunk(payload, _event(payload))
         except TimeoutError as exc:
             raise TetherError(504, "upstream_timeout", "the upstream stream stalled") from exc
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             raise TetherError(
                 502, "upstream_stream_interrupted", f"the upstream stream broke: {exc!r}"
             ) from exc
@@ -173,10 +174,13 @@ class HttpUpstream:
 
     async def models(self) -> dict[str, Any]:
         try:
-            async with self._session().get(f"{self.base_url}/models") as response:
+            response = await self._pool().request("GET", "/models", self._headers)
+            try:
                 content = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            finally:
+                response.release()
+            status = response.status
+        except (ClientError, TimeoutError) as exc:
             raise TetherError(
                 502, "upstream_unreachable", f"cannot reach the upstream at {self.base_url}"
             ) from exc
@@ -188,10 +192,10 @@ class HttpUpstream:
         return data
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _lines(response: Reply) -> AsyncIterator[bytes]:
     """The body's lines (without line endings), as they arrive."""
     buffer = b""
-    async for piece in response.content.iter_any():
+    async for piece in response.chunks():
         buffer += piece
         if b"\n" not in piece:
             if len(buffer) > MAX_LINE_BYTES:
