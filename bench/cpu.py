@@ -18,30 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import load, procs, seed
+from bench import procs, seed
+from bench.profile import drive
 from bench.run import Params, Suite, pool_ids, through, visits_for
-
-
-async def measure(
-    suite: Suite, make: load.Make, c: int, seconds: float, stream: bool
-) -> load.Result:
-    client = load.client()
-    try:
-        pids = {"tether": suite.tether.pid, "upstream": suite.upstream.pid}
-        monitor = load.Monitor(pids, suite.tether.pid)
-        return await load.run(
-            client,
-            "cpu",
-            make,
-            concurrency=c,
-            n=10**6,
-            warmup=0,
-            max_s=seconds,
-            stream=stream,
-            monitor=monitor,
-        )
-    finally:
-        await client.aclose()
 
 
 def main() -> int:
@@ -70,10 +49,10 @@ def main() -> int:
         tether.start()
         suite = Suite(Params.full(), tether, upstream, pools, time.monotonic())
         make = through(suite, key, args.stream, visits_for(args.stored))
-        asyncio.run(measure(suite, make, c, 3.0, args.stream))  # warm-up, not counted
+        asyncio.run(drive(suite, key, c, 3.0, args.stream, 10**6, make))  # warm-up, not counted
         for _ in range(args.rounds):
             upstream.reset()
-            r = asyncio.run(measure(suite, make, c, args.seconds, args.stream))
+            r = asyncio.run(drive(suite, key, c, args.seconds, args.stream, 10**6, make))
             ours, theirs = r.cpu_ms_per_req["tether"], r.cpu_ms_per_req["upstream"]
             ratios.append(ours / theirs)
             print(

@@ -89,7 +89,8 @@ async def drive(
 ) -> load.Result:
     client = load.client()
     try:
-        monitor = load.Monitor({"tether": suite.tether.pid}, suite.tether.pid)
+        pids = {"tether": suite.tether.pid, "upstream": suite.upstream.pid}
+        monitor = load.Monitor(pids, suite.tether.pid)
         return await load.run(
             client,
             f"profile {key}",
