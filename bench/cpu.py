@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import procs, seed
-from bench.profile import drive
-from bench.run import Params, Suite, pool_ids, through, visits_for
+from bench import procs
+from bench.profile import drive, seeded
+from bench.run import Params, Suite, through, visits_for
 
 
 def main() -> int:
@@ -36,12 +36,7 @@ def main() -> int:
     procs.migrate(db)
     key = f"p{args.stored}"
     turns = int(800 * args.seconds * (args.rounds + 1)) + 20 * c
-    pools = {key: pool_ids(key, args.stored, c, turns)}
-    seeder = seed.Seeder(db)
-    for ids in pools[key]:
-        for cid in ids:
-            seeder.conversation(cid, args.stored)
-    seeder.close()
+    pools = seeded(db, key, args.stored, c, turns)
     upstream = procs.Upstream()
     tether = procs.Tether(db, upstream.base_url)
     ratios: list[float] = []

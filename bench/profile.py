@@ -84,6 +84,18 @@ def summarise(raw: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
+def seeded(db: Path, key: str, stored: int, c: int, requests: int) -> dict[str, list[list[str]]]:
+    """Pool `key`: enough conversations of `stored` messages for `requests` turns by `c`
+    workers, written into the database at `db`."""
+    pools = {key: pool_ids(key, stored, c, requests)}
+    seeder = seed.Seeder(db)
+    for ids in pools[key]:
+        for cid in ids:
+            seeder.conversation(cid, stored)
+    seeder.close()
+    return pools
+
+
 async def drive(
     suite: Suite, key: str, c: int, seconds: float, stream: bool, n: int, make: Make
 ) -> load.Result:
@@ -127,12 +139,7 @@ def main() -> int:
     db = workdir / "tether.db"
     procs.migrate(db)
     key = f"p{args.stored}"
-    pools = {key: pool_ids(key, args.stored, c, 600 * args.seconds + 20 * c)}
-    seeder = seed.Seeder(db)
-    for ids in pools[key]:
-        for cid in ids:
-            seeder.conversation(cid, args.stored)
-    seeder.close()
+    pools = seeded(db, key, args.stored, c, 600 * args.seconds + 20 * c)
     upstream = procs.Upstream()
     tether = procs.Tether(db, upstream.base_url)
     try:

@@ -79,9 +79,9 @@ def json_reply(body: bytes = OK) -> bytes:
 async def test_requests_reuse_one_keep_alive_connection(serve: Serve) -> None:
     seen: list[bytes] = []
     srv, url = await serve(keep_alive(seen, json_reply()))
-    pool = Pool(url, connect_timeout=5, read_timeout=5)
+    pool = Pool(url, headers={"X-A": "1"}, connect_timeout=5, read_timeout=5)
     for _ in range(3):
-        reply = await pool.request("POST", "/chat/completions", {"X-A": "1"}, b'{"m": 1}')
+        reply = await pool.request("POST", "/chat/completions", b'{"m": 1}')
         assert reply.status == 200
         assert await reply.read() == OK
         reply.release()
@@ -96,9 +96,9 @@ async def test_requests_reuse_one_keep_alive_connection(serve: Serve) -> None:
 
 async def test_a_connection_idle_past_the_keepalive_is_not_reused(serve: Serve) -> None:
     srv, url = await serve(keep_alive([], json_reply()))
-    pool = Pool(url, connect_timeout=5, read_timeout=5, keepalive=0.05)
+    pool = Pool(url, headers={}, connect_timeout=5, read_timeout=5, keepalive=0.05)
     for _ in range(2):
-        reply = await pool.request("GET", "/models", {})
+        reply = await pool.request("GET", "/models")
         await reply.read()
         reply.release()
         await asyncio.sleep(0.1)
@@ -110,8 +110,8 @@ async def test_chunked_and_close_delimited_bodies(serve: Serve) -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunked += b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     _, url = await serve(keep_alive([], chunked))
-    pool = Pool(url, connect_timeout=5, read_timeout=5)
-    reply = await pool.request("GET", "/x", {})
+    pool = Pool(url, headers={}, connect_timeout=5, read_timeout=5)
+    reply = await pool.request("GET", "/x")
     assert await reply.read() == b"hello world"
     assert reply.complete
 
@@ -121,8 +121,8 @@ async def test_chunked_and_close_delimited_bodies(serve: Serve) -> None:
         await writer.drain()
 
     _, url2 = await serve(until_close)
-    pool2 = Pool(url2, connect_timeout=5, read_timeout=5)
-    reply = await pool2.request("GET", "/x", {})
+    pool2 = Pool(url2, headers={}, connect_timeout=5, read_timeout=5)
+    reply = await pool2.request("GET", "/x")
     assert await reply.read() == b"to the end"
     pool.close()
     pool2.close()
@@ -135,14 +135,14 @@ async def test_read_timeout_and_a_dropped_connection(serve: Serve) -> None:
 
     _, url = await serve(silent)
     with pytest.raises(TimeoutError):
-        await Pool(url, connect_timeout=5, read_timeout=0.2).request("GET", "/x", {})
+        await Pool(url, headers={}, connect_timeout=5, read_timeout=0.2).request("GET", "/x")
 
     async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
 
     _, url = await serve(drop)
     with pytest.raises(ClientError) as caught:  # a new connection: not taken for a stale one
-        await Pool(url, connect_timeout=5, read_timeout=5).request("GET", "/x", {})
+        await Pool(url, headers={}, connect_timeout=5, read_timeout=5).request("GET", "/x")
     assert not isinstance(caught.value, Disconnected)
 
     async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -151,7 +151,7 @@ async def test_read_timeout_and_a_dropped_connection(serve: Serve) -> None:
         await writer.drain()
 
     _, url = await serve(half)
-    reply = await Pool(url, connect_timeout=5, read_timeout=5).request("GET", "/x", {})
+    reply = await Pool(url, headers={}, connect_timeout=5, read_timeout=5).request("GET", "/x")
     with pytest.raises(ClientError):
         await reply.read()
 
@@ -203,8 +203,8 @@ async def test_a_stream_released_before_its_end_is_reused_once_the_end_arrived(
             sent_end.set()
 
     srv, url = await serve(streams)
-    pool = Pool(url, connect_timeout=5, read_timeout=5)
-    reply = await pool.request("POST", "/chat/completions", {}, b"{}")
+    pool = Pool(url, headers={}, connect_timeout=5, read_timeout=5)
+    reply = await pool.request("POST", "/chat/completions", b"{}")
     async for piece in reply.chunks():
         assert piece == b"data: [DONE]\n\n"
         break
@@ -212,7 +212,7 @@ async def test_a_stream_released_before_its_end_is_reused_once_the_end_arrived(
     reply.release()
     await sent_end.wait()
     await asyncio.sleep(0.05)
-    reply = await pool.request("POST", "/chat/completions", {}, b"{}")
+    reply = await pool.request("POST", "/chat/completions", b"{}")
     assert [piece async for piece in reply.chunks()] == [b"data: [DONE]\n\n"]
     assert srv.connections == 1
     pool.close()

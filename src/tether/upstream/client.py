@@ -50,36 +50,29 @@ class HttpUpstream:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        self._headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        # a read timeout (no byte for this long); the turn's own deadline bounds the whole call
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._client: Pool | None = None
-
-    def _pool(self) -> Pool:
-        if self._client is None:  # created on the running loop, at first use
-            self._client = Pool(
-                self.base_url,
-                connect_timeout=self.connect_timeout,
-                read_timeout=self.timeout,
-                # idle connections closed after 4 s: before upstreams that serve with uvicorn
-                # (vLLM, llama.cpp's server: 5 s) close them, which would race a new request
-                keepalive=4.0,
-            )
-        return self._client
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._pool = Pool(
+            self.base_url,
+            headers=headers,
+            connect_timeout=connect_timeout,
+            # no byte for this long; the turn's own deadline bounds the whole call
+            read_timeout=timeout,
+            # idle connections closed after 4 s: before upstreams that serve with uvicorn
+            # (vLLM, llama.cpp's server: 5 s) close them, which would race a new request
+            keepalive=4.0,
+        )
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._pool.close()
 
     async def _delay(self, attempt: int, retry_after: float | None) -> None:
         delay = retry_after if retry_after is not None else self.backoff * (2**attempt)
         await asyncio.sleep(min(delay, 30.0))
 
     async def _post(self, content: bytes) -> Reply:
-        return await self._pool().request("POST", "/chat/completions", self._headers, content)
+        return await self._pool.request("POST", "/chat/completions", content)
 
     async def _send(self, body: dict[str, Any], stream: bool) -> tuple[Reply, bytes]:
         """POST with retries on connect errors, 429 and 5xx. Returns a 200 response and, unless
@@ -174,7 +167,7 @@ class HttpUpstream:
 
     async def models(self) -> dict[str, Any]:
         try:
-            response = await self._pool().request("GET", "/models", self._headers)
+            response = await self._pool.request("GET", "/models")
             try:
                 content = await response.read()
             finally:

@@ -96,7 +96,7 @@ class Reply:
 class _Conn(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.loop = pool.loop
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.reply: Reply | None = None
@@ -201,7 +201,9 @@ class _Conn(asyncio.Protocol):
         reply = self.reply
         return (
             self.transport is not None
-            and (reply is None or (reply.complete and self.keep))
+            and reply is not None
+            and reply.complete
+            and self.keep
             and now - self.last < self.pool.keepalive
         )
 
@@ -214,12 +216,14 @@ class _Conn(asyncio.Protocol):
 
 class Pool:
     """Keep-alive connections to one origin, most recently used first; a connection idle longer
-    than `keepalive` is closed rather than reused (before the upstream closes it under us)."""
+    than `keepalive` is closed rather than reused (before the upstream closes it under us).
+    `headers` go with every request."""
 
     def __init__(
         self,
         base_url: str,
         *,
+        headers: dict[str, str],
         connect_timeout: float,
         read_timeout: float,
         keepalive: float = 4.0,
@@ -235,8 +239,9 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._heads: dict[tuple[str, str], str] = {}  # (method, path) → the head before its length
         self._idle: list[_Conn] = []
-        self.loop = asyncio.get_running_loop()
 
     def put(self, conn: _Conn) -> None:
         self._idle.append(conn)
@@ -250,7 +255,7 @@ class Pool:
             conn.close()
         try:
             _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
+                asyncio.get_running_loop().create_connection(
                     lambda: _Conn(self), self.host, self.port, ssl=self.ssl
                 ),
                 self.connect_timeout,
@@ -261,15 +266,19 @@ class Pool:
             raise ClientError(f"cannot connect: {exc}") from exc
         return conn
 
-    async def request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> Reply:
+    def _request_head(self, method: str, path: str, length: int) -> bytes:
+        head = self._heads.get((method, path))
+        if head is None:
+            head = self._heads[(method, path)] = (
+                f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.netloc}\r\n"
+                f"{self._fixed}Accept-Encoding: identity\r\nContent-Length: "
+            )
+        return f"{head}{length}\r\n\r\n".encode("latin-1")
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> Reply:
         """Send the request; returns once the reply's head is in."""
         conn = await self._connection()
-        lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.netloc}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        lines += ["Accept-Encoding: identity", f"Content-Length: {len(body)}", "", ""]
-        reply = conn.send("\r\n".join(lines).encode("latin-1"), body, self.read_timeout)
+        reply = conn.send(self._request_head(method, path, len(body)), body, self.read_timeout)
         try:
             await reply._head
         except BaseException:
