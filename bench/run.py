@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import compaction, hardening, load, procs, report, seed
+from bench import compaction, hardening, load, procs, report, seed, tools
 from bench.load import Make, Monitor, Req, Result
 
 BUDGET_S = 540.0  # the whole suite stays under 10 minutes; later scenarios are skipped past this
@@ -502,6 +502,8 @@ def main() -> int:
             ms = ", ".join(f"{r.bookkeeping_ms:.1f}" for r in runs)
             print(f"  {size:,} tokens: bookkeeping ms {ms}", flush=True)
         hard = hardening.run_all(workdir, args.quick)
+        print("server-side tools (its own server, an MCP server) ...", flush=True)
+        tool_rows = tools.run(workdir, n=100 if args.quick else 600)
         print("migrating and seeding ...", flush=True)
         t0 = time.perf_counter()
         procs.migrate(db)
@@ -566,6 +568,8 @@ def main() -> int:
     )
     lines += hardening.target_lines(hard)
     text += "\n" + hardening.markdown(hard)
+    lines.append(tools.line(tool_rows))
+    text += "\n" + tools.markdown(tool_rows)
     print("\n".join(lines))
     out = args.out or (
         Path(tempfile.gettempdir()) / "tether-bench-quick.md"

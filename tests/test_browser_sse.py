@@ -55,6 +55,22 @@ def srv(
 
 
 @pytest.fixture(scope="module")
+def tool_srv(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[TetherServer]:
+    """The same, running a built-in tool on the server side (its progress is in the stream)."""
+    s = TetherServer(
+        tmp_path_factory.mktemp("browser-tools") / "tether.db",
+        scripted.base_url,
+        TETHER_SSE_PING_SECONDS="0.2",
+        TETHER_CORS_ORIGINS='["*"]',
+        TETHER_BUILTIN_TOOLS='["current_time"]',
+    ).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
     """A blank page on another loopback port: a page that is not itself on loopback may not
     reach loopback at all (Private Network Access), so the test page is served from one."""
@@ -96,16 +112,11 @@ def _post_stream(srv: TetherServer, out: dict[str, Any]) -> None:
         ]
 
 
-def test_eventsource_follows_a_paused_stream_and_sees_only_its_events(
-    srv: TetherServer, upstream: ScriptedUpstream, page_url: str
-) -> None:
+def _follow(srv: TetherServer, page_url: str) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """POST a stream, follow it in chromium's EventSource: what it saw, how long, the POST's."""
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
-
-    upstream.queue(
-        {"content": "an answer in several chunks", "pause": 2.0, "pause_after_chunks": 2}
-    )
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -133,6 +144,16 @@ def test_eventsource_follows_a_paused_stream_and_sees_only_its_events(
             poster.join(30)
         finally:
             browser.close()
+    return seen, elapsed, posted
+
+
+def test_eventsource_follows_a_paused_stream_and_sees_only_its_events(
+    srv: TetherServer, upstream: ScriptedUpstream, page_url: str
+) -> None:
+    upstream.queue(
+        {"content": "an answer in several chunks", "pause": 2.0, "pause_after_chunks": 2}
+    )
+    seen, elapsed, posted = _follow(srv, page_url)
     assert not seen.get("timeout"), seen
     events = seen["got"]
     assert all("error" not in e for e in events), events
@@ -143,5 +164,28 @@ def test_eventsource_follows_a_paused_stream_and_sees_only_its_events(
     ids = [int(e["id"]) for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     chunks = [json.loads(d) for d in datas if d != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "an answer in several chunks"
+
+
+def test_eventsource_reads_a_stream_with_server_tool_progress(
+    tool_srv: TetherServer, upstream: ScriptedUpstream, page_url: str
+) -> None:
+    clock = {"id": "call_clock", "type": "function"}
+    clock["function"] = {"name": "current_time", "arguments": "{}"}  # type: ignore[assignment]
+    upstream.queue(
+        {"tool_calls": [clock]},
+        {"content": "an answer in several chunks", "pause": 2.0, "pause_after_chunks": 2},
+    )
+    seen, _, posted = _follow(tool_srv, page_url)
+    assert not seen.get("timeout"), seen
+    events = seen["got"]
+    assert all("error" not in e for e in events), events
+    datas = [e["data"] for e in events]
+    assert datas == posted["data"]
+    chunks = [json.loads(d) for d in datas if d != "[DONE]"]
+    progress = [c["tether"]["tool"]["event"] for c in chunks if "tool" in c.get("tether", {})]
+    assert progress == ["started", "finished"]
+    assert not any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "an answer in several chunks"

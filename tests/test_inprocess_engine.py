@@ -26,7 +26,8 @@ from tether.engine.incoming import Incoming
 from tether.engine.request import TurnInfo, TurnRequest
 from tether.engine.service import Engine
 from tether.errors import TetherError
-from tether.store.memory import MemoryDatabase, MemoryStore
+from tether.store.memory import MemoryStore
+from tether.store.memory_db import MemoryDatabase
 from tether.testing.fake import FakeUpstream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

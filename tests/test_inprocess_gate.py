@@ -47,6 +47,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     ids = {"conversation_id": "gate-1", "turn_id": r.headers["x-tether-turn"]}
     ids["model_id"] = "scripted"
+    ids["call_id"] = "call-none"  # no call waits: that route answers 404, after its token
     seen = set()
     for route in routes:
         for method in sorted(getattr(route, "methods", None) or ()):
@@ -54,11 +55,15 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
                 continue
             before = tokens_left(tc)
             url = route.path.replace(":path}", "}").format(**ids)
-            resp = tc.request(method, url, headers=auth)
-            assert resp.status_code == 200, (method, url, resp.text)
+            if route.path.endswith("/approvals/{call_id}"):
+                resp = tc.request(method, url, headers=auth, json={"decision": "deny"})
+                assert resp.status_code == 404, (method, url, resp.text)
+            else:
+                resp = tc.request(method, url, headers=auth)
+                assert resp.status_code == 200, (method, url, resp.text)
             assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
             seen.add((method, route.path))
-    assert len(seen) == 9
+    assert len(seen) == 11
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

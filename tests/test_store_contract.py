@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tether.model import Checkpoint, Conversation, Message, Turn
+from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
 from tether.store import open_store
 from tether.store.base import (
     IdempotencyKey,
@@ -40,7 +40,8 @@ from tether.store.base import (
     TurnCommit,
 )
 from tether.store.errors import ConflictError
-from tether.store.memory import MemoryDatabase, MemoryStore
+from tether.store.memory import MemoryStore
+from tether.store.memory_db import MemoryDatabase
 from tether.upstream.wire import chat_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -54,6 +55,7 @@ TABLES = {
     "messages",
     "checkpoints",
     "idempotency_keys",
+    "tool_steps",
 }
 
 StoreFactory = Callable[[Path, str], AbstractAsyncContextManager[Store]]
@@ -1232,6 +1234,46 @@ async def test_a_committed_turn_belongs_to_the_server_that_committed_it(
         assert await server.abandon_running_turns({"code": "x"}) == 0
     row = await store.get_turn("tenant-a", "conv-1", turn.id)
     assert row is not None and row.status == "completed"
+
+
+# -- the tool journal ----------------------------------------------------------------------
+
+
+def step(turn_id: str, call_id: str, round_no: int, started: float, **kw: Any) -> ToolStep:
+    fields: dict[str, Any] = {
+        "tool": "mcp__ledger__add",
+        "source": "mcp:ledger",
+        "arguments": '{"a": 2, "b": 3}',
+        "status": "ok",
+        "output_chars": 1,
+        "tenant_id": "tenant-a",
+        "conversation_id": "conv-1",
+    }
+    fields.update(kw)
+    return ToolStep(
+        turn_id=turn_id,
+        call_id=call_id,
+        round=round_no,
+        started_at=started,
+        finished_at=started + 0.5,
+        **fields,
+    )
+
+
+async def test_tool_steps_are_journaled_per_turn_in_the_order_they_ran(store: Store) -> None:
+    later = step("turn-1", "call-b", 2, 1000.0, status="timeout", output_chars=0)
+    first = step("turn-1", "call-a", 1, 2000.0)  # round 1 comes first, whatever its time
+    other = step("turn-2", "call-a", 1, 500.0, conversation_id=None, source="none")
+    for s in (later, first, other):
+        await store.record_tool_step(s)
+    assert await store.list_tool_steps("turn-1") == [first, later]
+    assert await store.list_tool_steps("turn-2") == [other]  # a call id is per turn
+    assert await store.list_tool_steps("turn-unknown") == []
+    assert (await store.counts())["tool_steps"] == 3
+    # journaling the same call again (a retried write) replaces it, never duplicates it
+    await store.record_tool_step(replace(first, status="error"))
+    steps = await store.list_tool_steps("turn-1")
+    assert [(s.call_id, s.status) for s in steps] == [("call-a", "error"), ("call-b", "timeout")]
 
 
 # -- the rest of the protocol -------------------------------------------------------------

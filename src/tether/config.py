@@ -16,10 +16,42 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class McpServerConfig(BaseModel):
+    """One MCP server (`[[mcp_servers]]`, or one object of `TETHER_MCP_SERVERS`): docs/tools.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    command: list[str] | None = Field(None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tools: list[str] | None = None  # an allow-list of the server's tool names
+    approval: Literal["never", "always"] | list[str] = "never"
+    timeout: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"MCP server {self.name!r}: give either `command` or `url`")
+        return self
+
+    def needs_approval(self, tool: str) -> bool:
+        listed = isinstance(self.approval, list)
+        return tool in self.approval if listed else self.approval == "always"
+
+
+class TenantConfig(BaseModel):
+    """`[tenants.NAME]` in the config file: the server tools it may use (`tools`, None: all)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tools: list[str] | None = None
 
 
 class Settings(BaseSettings):
@@ -278,6 +310,45 @@ class Settings(BaseSettings):
             "longest without a whole request is closed to make room; if every connection has "
             "a request being answered, the new one gets `503 too_many_connections`."
         ),
+    )
+
+    mcp_servers: list[McpServerConfig] = Field(
+        default_factory=list,
+        description=(
+            "MCP servers whose tools the model may call, run by Tether (a JSON list; in the "
+            "config file `[[mcp_servers]]` tables): see docs/tools.md."
+        ),
+    )
+    builtin_tools: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Tether\'s own tools to offer the model, e.g. `["current_time"]` (none by default: '
+            "with no tools configured, requests reach the upstream as they are)."
+        ),
+    )
+    tenants: dict[str, TenantConfig] = Field(
+        default_factory=dict,
+        description=(
+            "Per-tenant limits (in the config file `[tenants.NAME]`): `tools`, the server "
+            "tools that tenant may use (default all)."
+        ),
+    )
+    max_tool_rounds: int = Field(
+        16,
+        ge=1,
+        description=(
+            "Model calls with server tools in one turn; past it the model is asked for an "
+            "answer without tools (the turn's notes say so)."
+        ),
+    )
+    max_tool_output_chars: int = Field(
+        100_000,
+        ge=100,
+        description="Most characters of one tool output the model sees (the head and a note).",
+    )
+
+    approval_timeout: float = Field(
+        300.0, gt=0, description="Seconds a tool call waits for approval before it is denied."
     )
 
     @field_validator("instance_id")

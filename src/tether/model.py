@@ -93,3 +93,22 @@ class Checkpoint:
     stats: dict[str, Any]
     turn_id: str | None = None
     created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolStep:
+    """One server-side tool call of a turn, journaled as it completes (before the turn commits),
+    so a turn cut short still shows which tools ran."""
+
+    turn_id: str
+    call_id: str
+    round: int  # the model call (1, 2, …) that asked for it
+    tool: str  # the name the model used
+    source: str  # `builtin`, `mcp:<server>`, or `none` (not offered: never run)
+    arguments: str  # as the model sent them (redacted)
+    status: str  # ok | error | timeout | denied | not_offered | invalid_arguments
+    output_chars: int  # the whole output's size, before any cap
+    started_at: float
+    finished_at: float
+    tenant_id: str = ""
+    conversation_id: str | None = None  # None: the turn creates its conversation

@@ -402,6 +402,43 @@ def test_stream(
     assert pings >= 2, "the server sent no pings during the pause: this did not test them"
 
 
+@pytest.fixture(scope="module")
+def tool_tether(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[TetherServer]:
+    """A second server, running a built-in tool on the server side (docs/tools.md)."""
+    db = tmp_path_factory.mktemp("tether-server-tools") / "tether.db"
+    srv = TetherServer(db, scripted.base_url, TETHER_BUILTIN_TOOLS='["current_time"]').start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_stream_with_a_server_tool(
+    client: str, tool_tether: TetherServer, upstream: ScriptedUpstream, drivers: Drivers
+) -> None:
+    """The model calls a tool Tether runs: the client reads the stream's progress chunks (an
+    empty delta and a `tether.tool` object) and the answer, and never sees the call."""
+    run = Run.start(client, "stream", tool_tether, upstream)
+    streamed = f"{run.tag} It is late."
+    clock = {"id": "call_clock", "type": "function"}
+    clock["function"] = {"name": "current_time", "arguments": "{}"}  # type: ignore[assignment]
+    upstream.queue({"tool_calls": [clock]}, {"content": streamed})
+    prompts = [f"{run.tag} what time is it?", f"{run.tag} thanks"]
+    result = drivers[client].run("stream", f"{tool_tether.url}/v1", run.conversation, prompts)
+    assert result["stream"]["text"] == streamed
+    assert result["replies"] == [streamed, f"echo: {prompts[1]}"]
+    expected = [
+        user(prompts[0]),
+        assistant(None, ("call_clock", "current_time", {})),
+        tool("call_clock", ANY),
+        assistant(streamed),
+        user(prompts[1]),
+        assistant(f"echo: {prompts[1]}"),
+    ]
+    run.landed(expected, turn_count=2)
+
+
 def tool_call(call_id: str, arguments: str) -> dict[str, Any]:
     return {
         "id": call_id,

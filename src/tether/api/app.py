@@ -27,6 +27,7 @@ from tether.errors import TetherError
 from tether.store import open_store
 from tether.store.base import Store
 from tether.store.errors import StoreError
+from tether.tools import registry
 from tether.upstream.base import Upstream
 from tether.upstream.client import HttpUpstream
 
@@ -41,6 +42,7 @@ REQUEST_HEADERS = [
     "X-Tether-History",
     "X-Tether-Compaction",
     "X-Tether-Concurrency",
+    "X-Tether-Tools",
     "If-Match",
 ]
 
@@ -88,7 +90,10 @@ async def _start(
     await db.open()
     await db.migrate()
     up = upstream if upstream is not None else make_upstream(settings)
-    engine = Engine(db, up, settings, errors=error_of)
+    tools = registry.build(settings)
+    if tools is not None:
+        await tools.start()  # each MCP server connects in the background; down ones retry
+    engine = Engine(db, up, settings, errors=error_of, tools=tools)
     if up is not None:
         await _discover_models(engine)
     state = AppState(settings, db, up, engine, Authenticator(db, limiter=limiter))
@@ -132,6 +137,8 @@ def create_app(
         finally:
             reaper.cancel()
             await state.engine.drain(settings.shutdown_grace_seconds)
+            if state.engine.tools is not None:
+                await state.engine.tools.close()
             if state.upstream is not None:
                 await state.upstream.aclose()
             await state.store.close()

@@ -22,6 +22,7 @@ from tether.engine.request import ConcurrencyMode, MatchMode, TurnRequest
 from tether.errors import TetherError
 from tether.protocols.chat_completions import ChatCompletions
 from tether.store.base import IdempotencyKey, IdempotencyRecord
+from tether.tools.registry import parse_selection
 
 _HISTORY_MODES = ("auto", "append", "replay")
 _COMPACTION_MODES = ("auto", "off", "now")
@@ -31,6 +32,7 @@ _MEANINGFUL_HEADERS = (
     "x-tether-history",
     "x-tether-compaction",
     "x-tether-match",
+    "x-tether-tools",
 )
 
 
@@ -107,6 +109,7 @@ async def chat_completions(request: Request) -> Response:
         idempotency=key,
         if_match=request.headers.get("if-match"),
         match=cast(MatchMode, match),
+        tools=parse_selection(request.headers.get("x-tether-tools")),
     )
     if key is not None:
         record = await idempotency.claim(state.store, key, state.settings.idempotency_retention)

@@ -237,6 +237,38 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=_TURN,
     ),
     Operation(
+        method="get",
+        path="/v1/conversations/{conversation_id}/approvals",
+        id="listApprovals",
+        tag="turns",
+        summary="The server tool calls waiting for approval in a conversation",
+        parameters=("ConversationId",),
+        answers=(Answer(description="The waiting calls, oldest first.", schema="ApprovalList"),),
+        errors={**_READ},
+    ),
+    Operation(
+        method="post",
+        path="/v1/conversations/{conversation_id}/turns/{turn_id}/approvals/{call_id}",
+        id="decideApproval",
+        tag="turns",
+        summary="Approve or deny a server tool call that waits",
+        description="A denied call (or one left past TETHER_APPROVAL_TIMEOUT) becomes a tool "
+        "result saying so, which the model reads; an approved one runs.",
+        parameters=(*_CONV_TURN, "CallId"),
+        request="ApprovalRequest",
+        example={"decision": "approve"},
+        answers=(Answer(description="The decision taken.", schema="ApprovalDecision"),),
+        errors={
+            **_READ,
+            400: "`decision` is not 'approve' or 'deny' (invalid_request), or the body is not "
+            "a JSON object.",
+            404: "An unknown or another tenant's conversation (conversation_not_found), no "
+            "such turn in it (turn_not_found), or no such call waits (approval_not_found).",
+            413: "The body is over 4 KiB (request_too_large).",
+            415: "The body is not application/json (unsupported_media_type).",
+        },
+    ),
+    Operation(
         method="post",
         path="/v1/conversations/{conversation_id}/compact",
         id="compactConversation",

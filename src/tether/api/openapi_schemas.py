@@ -73,7 +73,13 @@ def request_schemas() -> dict[str, Schema]:
         "upstream model as sent. `conversation` names the conversation like the "
         "X-Tether-Conversation header (naming two different ids is a 400)."
     )
-    return {"ChatCompletionRequest": schema, **defs}
+    approval: Schema = {
+        "type": "object",
+        "required": ["decision"],
+        "properties": {"decision": {"type": "string", "enum": ["approve", "deny"]}},
+        "description": "A person's decision on a tool call waiting for approval.",
+    }
+    return {"ChatCompletionRequest": schema, **defs, "ApprovalRequest": approval}
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -108,6 +114,7 @@ PARAMETERS: dict[str, Schema] = {
         {"type": "string", "examples": ["turn_0123456789abcdef01234567"]},
         "A turn's id (X-Tether-Turn, or `tether.turn_id`).",
     ),
+    "CallId": _path("call_id", STRING, "The tool call's id (`tether.tool.call_id` in a stream)."),
     "ModelId": _path("model_id", STRING, "The model's id (may hold slashes: openai/gpt-4o)."),
     "IdempotencyKey": _header(
         "Idempotency-Key",

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether.api import chat, turns
+from tether.api import approvals, chat, turns
 from tether.api.access import owned, state_of
 from tether.api.jsonbody import json_response
 from tether.api.openapi import get_openapi
@@ -158,6 +158,12 @@ routes = [
         turns.cancel_turn,
         methods=["POST"],
     ),
+    Route(
+        "/v1/conversations/{conversation_id}/turns/{turn_id}/approvals/{call_id}",
+        approvals.decide,
+        methods=["POST"],
+    ),
+    Route("/v1/conversations/{conversation_id}/approvals", approvals.list_approvals),
     Route("/v1/conversations/{conversation_id}/compact", post_compact, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
     Route("/openapi.json", get_openapi, methods=["GET"]),

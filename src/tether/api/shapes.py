@@ -22,7 +22,9 @@ _EXTRA = ConfigDict(extra="allow")  # passed through: more fields may come
 _CLOSED = ConfigDict(extra="ignore")  # inside an open shape, so as not to inherit its config
 Count = Annotated[int, Field(ge=0)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
-TurnStatus = Literal["running", "completed", "failed", "incomplete", "cancelled"]
+TurnStatus = Literal[
+    "running", "awaiting_approval", "completed", "failed", "incomplete", "cancelled"
+]
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -234,6 +236,20 @@ class CompactResult(TypedDict):
 # -- turns -----------------------------------------------------------------------------------
 
 
+class ToolStepBody(TypedDict):
+    """One server-side tool call of a turn, as journaled when it completed."""
+
+    call_id: str
+    round: int
+    tool: str
+    source: Annotated[str, Field(description="`builtin`, `mcp:<server>`, or `none` (not run)")]
+    arguments: str
+    status: Literal["ok", "error", "timeout", "denied", "not_offered", "invalid_arguments"]
+    output_chars: int
+    started_at: float
+    finished_at: float
+
+
 class Turn(TypedDict):
     id: str
     object: Literal["conversation.turn"]
@@ -246,7 +262,8 @@ class Turn(TypedDict):
         dict[str, Any] | None,
         Field(
             description="what Tether did besides the model call: `compaction` (paused or "
-            "failed), `dangling_tool_calls` (the unanswered tool calls it closed)"
+            "failed), `dangling_tool_calls` (the unanswered tool calls it closed), "
+            "`tool_rounds_run`, `tool_rounds` (stopped at the cap)"
         ),
     ]
     started_at: float
@@ -254,6 +271,31 @@ class Turn(TypedDict):
     messages: Annotated[
         list[StoredMessage], Field(description="the messages the turn stored, once completed")
     ]
+    tool_steps: Annotated[
+        list[ToolStepBody],
+        Field(description="the server-side tool calls it ran, each journaled as it completed"),
+    ]
+
+
+class ApprovalBody(TypedDict):
+    """A server tool call waiting for a person's approval."""
+
+    turn_id: str
+    call_id: str
+    tool: str
+    arguments: str
+    since: float
+
+
+class ApprovalList(TypedDict):
+    object: Literal["list"]
+    data: list[ApprovalBody]
+
+
+class ApprovalDecision(TypedDict):
+    turn_id: str
+    call_id: str
+    decision: Literal["approve", "deny"]
 
 
 # every body above that a route answers, by its component name in /openapi.json
@@ -270,6 +312,8 @@ RESPONSE_SHAPES: dict[str, Any] = {
     "Context": Context,
     "CompactResult": CompactResult,
     "Turn": Turn,
+    "ApprovalList": ApprovalList,
+    "ApprovalDecision": ApprovalDecision,
 }
 
 

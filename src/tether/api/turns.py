@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import cast
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,7 +11,14 @@ from starlette.responses import Response
 from tether import model
 from tether.api.access import owned, state_of, tenant_of
 from tether.api.jsonbody import json_response
-from tether.api.shapes import ErrorObject, StoredMessage, Turn, TurnStatus, stored_message
+from tether.api.shapes import (
+    ErrorObject,
+    StoredMessage,
+    ToolStepBody,
+    Turn,
+    TurnStatus,
+    stored_message,
+)
 from tether.api.sse import turn_stream
 from tether.api.state import AppState
 from tether.coordination.stream import TurnStream
@@ -39,6 +46,9 @@ async def get_turn(request: Request) -> Response:
     turn = await state.store.get_turn(tenant, cid, turn_id) if conv is not None else None
     if turn is not None:
         body = await _turn_body(state, conv, turn)
+        live = state.engine.find(tenant, cid, turn_id) if turn.status == "running" else None
+        if live is not None and live.status == "awaiting_approval":
+            body["status"] = "awaiting_approval"
     else:
         # not recorded (yet): queued behind another turn, or the first turn of a conversation
         # that exists once it commits
@@ -68,6 +78,21 @@ async def _turn_body(state: AppState, conv: Conversation | None, turn: model.Tur
         "started_at": turn.started_at,
         "finished_at": turn.finished_at,
         "messages": messages,
+        "tool_steps": [_step(s) for s in await state.store.list_tool_steps(turn.id)],
+    }
+
+
+def _step(s: model.ToolStep) -> ToolStepBody:
+    return {
+        "call_id": s.call_id,
+        "round": s.round,
+        "tool": s.tool,
+        "source": s.source,
+        "arguments": s.arguments,
+        "status": cast(Any, s.status),
+        "output_chars": s.output_chars,
+        "started_at": s.started_at,
+        "finished_at": s.finished_at,
     }
 
 
@@ -85,6 +110,7 @@ def _running_body(turn_id: str, conversation_id: str, status: str) -> Turn:
         "started_at": 0.0,
         "finished_at": None,
         "messages": [],
+        "tool_steps": [],
     }
 
 

@@ -1,6 +1,6 @@
-"""`tether serve | migrate | version | keys | conversations | local-model`: one module per
-command group (serve.py: serve and migrate; keys.py; conversations.py; local_model.py), the
-shared options and the store opener in common.py."""
+"""`tether serve | migrate | version | keys | conversations | tools | local-model`: one module
+per command group (serve.py: serve and migrate; keys.py; conversations.py; tools.py;
+local_model.py), the shared options and the store opener in common.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tether.cli.conversations import conv_app
 from tether.cli.keys import keys_app
 from tether.cli.local_model import local_app
 from tether.cli.serve import migrate, serve, setup_logging
+from tether.cli.tools import tools_app
 
 __all__ = ["app", "main", "setup_logging"]
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(conv_app, name="conversations")
+app.add_typer(tools_app, name="tools")
 app.add_typer(local_app, name="local-model")
 app.command()(serve)
 app.command()(migrate)

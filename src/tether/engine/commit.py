@@ -29,13 +29,19 @@ log = structlog.get_logger("tether.turn")
 
 
 async def commit(
-    run: TurnRun, finished: Finished, pending: frozenset[str], tail: list[bytes]
+    run: TurnRun,
+    finished: Finished,
+    pending: frozenset[str],
+    tail: list[bytes],
+    produced: list[Message],
 ) -> None:
-    """Store the turn that `finished` describes. `tail`: the payloads its end renders to (a
+    """Store the turn that `finished` describes: the request's new messages, then `produced`
+    (the tool rounds' messages and the answer). `tail`: the payloads its end renders to (a
     keyed turn stores its whole response with the commit)."""
-    target, turn, reply = run.target, run.record, finished.reply
+    target, turn = run.target, run.record
     assert target is not None
-    validate_sequence([chat_message(reply)], pending)  # the view was checked before the call
+    # the view was checked before the call
+    validate_sequence([chat_message(m) for m in produced], pending)
     turn.status = "completed"
     turn.finished_at = time.time()
     conv = target.conv
@@ -51,7 +57,7 @@ async def commit(
             TurnCommit(
                 tenant_id=target.tenant_id,
                 turn=turn,
-                messages=[*target.plan.new, reply],
+                messages=[*target.plan.new, *produced],
                 conversation_pk=None if target.creates or conv is None else conv.pk,
                 new_conversation=target.creates,
                 expected_last_seq=conv.last_seq if conv and not target.creates else 0,
@@ -60,7 +66,7 @@ async def commit(
                 view_epoch=target.epoch,
                 inherit_checkpoint=target.checkpoint if target.forked_from else None,
                 response=stored,
-                **history_after(target, reply),
+                **history_after(target, produced),
             )
         )
         updated = await asyncio.shield(work)
@@ -73,29 +79,29 @@ async def commit(
             f"the conversation changed during the turn: {exc}",
             headers={"Retry-After": "1"},
         ) from exc
-    _remember(run, updated, reply)
+    _remember(run, updated, produced)
     log.info(
         "turn.committed",
         conversation=target.conversation_id,
         turn_id=turn.id,
-        messages=len(target.plan.new) + 1,
+        messages=len(target.plan.new) + len(produced),
         compacted=turn.compacted,
         ms=round((turn.finished_at - turn.started_at) * 1000, 1),
     )
 
 
-def history_after(target: Target, reply: Message) -> dict[str, Any]:
+def history_after(target: Target, produced: list[Message]) -> dict[str, Any]:
     """The transcript's hash and length once the turn's messages are appended."""
     if target.base_hash is None or target.base_len is None:
         return {}
-    added = [*target.plan.new, reply]
+    added = [*target.plan.new, *produced]
     return {
         "history_hash": chain(target.base_hash, added),
         "history_len": target.base_len + sum(1 for m in added if is_history(m)),
     }
 
 
-def _remember(run: TurnRun, updated: Conversation, reply: Message) -> None:
+def _remember(run: TurnRun, updated: Conversation, produced: list[Message]) -> None:
     """Keep the conversation's view in memory with the turn's messages appended."""
     target = run.target
     assert target is not None
@@ -115,6 +121,6 @@ def _remember(run: TurnRun, updated: Conversation, reply: Message) -> None:
         return
     added = [
         replace(m, seq=conv.last_seq + 1 + i, turn_id=run.record.id)
-        for i, m in enumerate([*target.plan.new, reply])
+        for i, m in enumerate([*target.plan.new, *produced])
     ]
     views.put(key, extended(cached, updated, added))

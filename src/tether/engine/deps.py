@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from tether.config import Settings
 from tether.coordination.base import Coordinator
 from tether.coordination.lru import Lru
+from tether.engine.approvals import Approvals
 from tether.engine.cache import CachedView
 from tether.errors import TetherError
 from tether.store.base import Store
+from tether.tools.registry import Registry
 from tether.upstream.base import Upstream
 
 
@@ -25,6 +27,8 @@ class Deps:
     views: Lru[tuple[str, str], CachedView]  # (tenant, conversation id) → its view
     canonical: Lru[tuple[str, str], str] = field(default_factory=lambda: Lru(65536))
     windows: dict[str, int] = field(default_factory=dict)  # context windows learned
+    tools: Registry | None = None  # server-side tools (None: none configured)
+    approvals: Approvals = field(default_factory=Approvals)  # tool calls waiting for a person
 
     def cached(self, tenant_id: str, conversation_id: str) -> CachedView | None:
         """The conversation's cached view, if there is one and it is current."""

@@ -67,7 +67,49 @@ class Failed:
     error: TetherError
 
 
-TurnEvent = Started | Compacted | TextDelta | ToolCallDelta | Usage | Finished | Failed
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolStarted:
+    """Tether runs one of the model's tool calls (a server tool: the client never runs it)."""
+
+    round: int
+    call_id: str
+    name: str
+    arguments: str  # redacted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolAwaiting:
+    """A call waits for a person's approval (POST …/turns/{turn}/approvals/{call_id})."""
+
+    round: int
+    call_id: str
+    name: str
+    arguments: str  # redacted
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolFinished:
+    round: int
+    call_id: str
+    name: str
+    status: str  # ok | error | timeout | denied | not_offered | invalid_arguments
+    ms: float
+    output_chars: int
+
+
+TurnEvent = (
+    Started
+    | Compacted
+    | TextDelta
+    | ToolCallDelta
+    | Usage
+    | Finished
+    | Failed
+    | ToolStarted
+    | ToolAwaiting
+    | ToolFinished
+)
 
 
 class Projection(Protocol):

@@ -31,6 +31,7 @@ class TurnRequest:
     idempotency: IdempotencyKey | None = None
     if_match: str | None = None  # run only on this transcript version (an entity tag)
     match: MatchMode = "auto"  # continue the conversation a full history extends
+    tools: frozenset[str] | None = None  # X-Tether-Tools: the server tools asked for (None: all)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

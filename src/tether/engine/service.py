@@ -23,6 +23,7 @@ from tether.engine.turn import TurnRun
 from tether.errors import TetherError
 from tether.model import Turn
 from tether.store.base import Store
+from tether.tools.registry import Registry
 from tether.upstream.base import Upstream
 
 log = structlog.get_logger("tether.turn")
@@ -43,6 +44,7 @@ class Engine:
         settings: Settings,
         coordinator: Coordinator | None = None,
         errors: Callable[[Exception], TetherError | None] | None = None,
+        tools: Registry | None = None,
     ) -> None:
         """`errors`: what a client is told of an exception a turn met (a storage failure, say),
         or None for a bug (answered 500); by default only `TetherError`s are told."""
@@ -61,7 +63,9 @@ class Engine:
             coordinator=self.coordinator,
             errors=errors or _told,
             views=Lru(settings.view_cache_messages, lambda v: len(v.messages) + 1, stamped=True),
+            tools=tools,
         )
+        self.tools = tools
         self.views = self.deps.views
         self.windows = self.deps.windows  # context windows learned from the upstream
         self.catalog = ModelCatalog(upstream, settings.unknown_models == "reject")

@@ -16,22 +16,21 @@ import structlog
 
 from tether.compaction.policy import Budget, should_compact, thrashing
 from tether.coordination.stream import TurnStream
-from tether.engine import call, idempotency
+from tether.engine import idempotency, loop
 from tether.engine.deps import Deps
 from tether.engine.events import Compacted, Failed, Started, TurnEvent
 from tether.engine.load import load_target
 from tether.engine.matching import HistoryProbe
 from tether.engine.merge import mode_of
-from tether.engine.overflow import compact_now, learn_window, overflowed
+from tether.engine.overflow import compact_now
 from tether.engine.request import TurnInfo, TurnRequest, etag, matches
 from tether.engine.resolve import resolve
 from tether.engine.target import Target, budget_for
 from tether.errors import TetherError
-from tether.model import Turn
+from tether.model import Message, Turn
+from tether.tools.base import ToolSpec
 
 log = structlog.get_logger("tether.turn")
-
-OVERFLOW_RETRIES = 2
 
 
 @dataclass(slots=True)
@@ -59,6 +58,23 @@ class TurnRun:
         self.task: asyncio.Task[None] | None = None
         self.committing = False  # the commit began: the turn can no longer be cancelled
         self.cancel_reason: str | None = None  # cancelled | shutdown
+        # server tools: what this turn offers (by the name the model sees), the names of the
+        # client's own tools, and this turn's rounds so far (assistant calls, tool results)
+        client = req.params.get("tools")
+        self.client_tools = frozenset(
+            str((t.get("function") or {}).get("name"))
+            for t in (client if isinstance(client, list) else ())
+            if isinstance(t, dict)
+        )
+        registry = deps.tools
+        offer = registry.offered(req.tenant_id, req.tools) if registry is not None else {}
+        self.offer: dict[str, ToolSpec] = {
+            n: s for n, s in offer.items() if n not in self.client_tools
+        }
+        self.tool_mode = bool(self.offer) or bool(registry is not None and registry.available())
+        self.steps: list[Message] = []
+        self.pruned: set[int] = set()  # indices of `steps` shown to the model as stubs
+        self.awaiting = 0  # tool calls waiting for approval now
 
     # -- the steps -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -168,31 +184,8 @@ class TurnRun:
             )
 
     async def answer(self, budget: Budget) -> None:
-        """Call the model and commit; a context-length refusal before any token compacts and
-        retries (at most OVERFLOW_RETRIES times)."""
-        target = self.target
-        assert target is not None
-        for attempt in range(OVERFLOW_RETRIES + 1):
-            try:
-                body, pending = call.upstream_body(self)
-                if self.req.stream:
-                    await call.stream(self, body, pending)
-                else:
-                    await call.complete(self, body, pending)
-                return
-            except TetherError as exc:
-                retry = (
-                    exc.code == "context_length_exceeded"
-                    and attempt < OVERFLOW_RETRIES
-                    and self.record.first_token_at is None
-                    and self.req.compaction != "off"
-                    and target.can_compact
-                )
-                if retry:
-                    budget = learn_window(self.deps, self.record.model or "", exc.message, self)
-                if not retry or not await self.compact(budget, True):
-                    raise overflowed(exc, target) from None
-                log.info("turn.overflow_compacted", turn_id=self.record.id, attempt=attempt + 1)
+        """Call the model, run Tether's tools and call it again until it answers; commit."""
+        await loop.answer(self, budget)
 
     async def compact(self, budget: Budget, force: bool) -> bool:
         """Compact the conversation now; whether a checkpoint was made."""
@@ -224,7 +217,8 @@ class TurnRun:
         self.ready.set_result(info)
         self.publish(Started(info=info))
 
-    def info(self) -> TurnInfo:
+    def info(self, produced: int = 1) -> TurnInfo:
+        """Where the turn runs; `produced`: the messages it adds after the request's own."""
         target = self.target
         assert target is not None
         if target.creates is not None:
@@ -239,7 +233,7 @@ class TurnRun:
             compacted=self.outcome.compacted,
             tokens_before=self.outcome.tokens_before,
             tokens_after=self.outcome.tokens_after,
-            version=base + len(target.plan.new) + 1,
+            version=base + len(target.plan.new) + produced,
         )
 
     def note(self, key: str, value: Any) -> None:

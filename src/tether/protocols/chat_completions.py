@@ -18,7 +18,10 @@ from tether.engine.events import (
     Failed,
     Finished,
     TextDelta,
+    ToolAwaiting,
     ToolCallDelta,
+    ToolFinished,
+    ToolStarted,
     TurnEvent,
     Usage,
 )
@@ -60,6 +63,8 @@ class ChatCompletions:
             ]
         if isinstance(event, Failed) and self.stream:
             return [orjson.dumps(event.error.body())]
+        if isinstance(event, ToolStarted | ToolAwaiting | ToolFinished) and self.stream:
+            return [self._progress(event)]
         return []  # Started; a JSON turn's compaction and failure are told otherwise
 
     def _delta(self, data: dict[str, Any], raw: bytes) -> list[bytes]:
@@ -70,6 +75,37 @@ class ChatCompletions:
             self._held.append(data)
             return []
         return [raw]
+
+    def _progress(self, event: ToolStarted | ToolAwaiting | ToolFinished) -> bytes:
+        """A server tool's progress as a chunk with an empty delta (which every client reads
+        as nothing to show) and a `tether.tool` object saying what runs."""
+        chunk_id, created, model = self._meta or (None, None, None)
+        if isinstance(event, ToolStarted):
+            tool: dict[str, Any] = {"event": "started", "arguments": event.arguments}
+        elif isinstance(event, ToolAwaiting):
+            tool = {
+                "event": "approval_required",
+                "arguments": event.arguments,
+                "timeout": event.timeout,
+            }
+        else:
+            tool = {
+                "event": "finished",
+                "status": event.status,
+                "ms": event.ms,
+                "output_chars": event.output_chars,
+            }
+        tool.update(round=event.round, call_id=event.call_id, name=event.name)
+        return orjson.dumps(
+            {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created or int(time.time()),
+                "model": model or "",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": None}],
+                "tether": {"tool": tool},
+            }
+        )
 
     def _body(self, event: Finished) -> bytes:
         response = event.response or {}

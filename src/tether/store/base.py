@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tether.model import Checkpoint, Conversation, Message, Turn
+from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +180,14 @@ class Store(Protocol):
     async def reap_idempotency(self, retention: float, running_too: bool = False) -> int:
         """Delete completed records older than `retention` (and, at start-up, every claim
         left running by a previous process, whose turn never committed)."""
+        ...
+
+    async def record_tool_step(self, step: ToolStep) -> None:
+        """Journal one server-side tool call as it completes (its own short transaction)."""
+        ...
+
+    async def list_tool_steps(self, turn_id: str) -> list[ToolStep]:
+        """A turn's journaled tool calls, in the order they ran."""
         ...
 
     async def counts(self) -> dict[str, int]:

@@ -11,7 +11,7 @@ import time
 from importlib import resources
 from typing import Any
 
-from tether.model import Checkpoint, Conversation, Message, Turn
+from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     ApiKeyRow,
@@ -364,6 +364,12 @@ class SqliteStore:
 
         return await self.db.write(run)
 
+    async def record_tool_step(self, step: ToolStep) -> None:
+        await self.db.write(lambda c: sql.insert_tool_step(c, step))
+
+    async def list_tool_steps(self, turn_id: str) -> list[ToolStep]:
+        return await self.db.read(lambda c: sql.tool_steps(c, turn_id))
+
     async def counts(self) -> dict[str, int]:
         tables = (
             "tenants",
@@ -374,6 +380,7 @@ class SqliteStore:
             "messages",
             "checkpoints",
             "idempotency_keys",
+            "tool_steps",
         )
 
         def run(c: sqlite3.Connection) -> dict[str, int]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tether.model import Checkpoint, Conversation, Message, Turn
+from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
 from tether.store.base import NewConversation, TurnCommit
 from tether.store.errors import ConflictError
 
@@ -299,3 +299,53 @@ def _advance(c: sqlite3.Connection, commit: TurnCommit, pk: int, new_last: int, 
             pk,
         ),
     )
+
+
+TOOL_STEP_COLS = (
+    "turn_id, call_id, tenant_id, conversation_id, round, tool, source, arguments, status, "
+    "output_chars, started_at, finished_at"
+)
+
+
+def insert_tool_step(c: sqlite3.Connection, step: ToolStep) -> None:
+    c.execute(
+        f"INSERT OR REPLACE INTO tool_steps ({TOOL_STEP_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            step.turn_id,
+            step.call_id,
+            step.tenant_id,
+            step.conversation_id,
+            step.round,
+            step.tool,
+            step.source,
+            step.arguments,
+            step.status,
+            step.output_chars,
+            step.started_at,
+            step.finished_at,
+        ),
+    )
+
+
+def tool_steps(c: sqlite3.Connection, turn_id: str) -> list[ToolStep]:
+    rows = c.execute(
+        f"SELECT {TOOL_STEP_COLS} FROM tool_steps WHERE turn_id = ? ORDER BY round, started_at",
+        (turn_id,),
+    ).fetchall()
+    return [
+        ToolStep(
+            turn_id=r[0],
+            call_id=r[1],
+            tenant_id=r[2],
+            conversation_id=r[3],
+            round=r[4],
+            tool=r[5],
+            source=r[6],
+            arguments=r[7],
+            status=r[8],
+            output_chars=r[9],
+            started_at=r[10],
+            finished_at=r[11],
+        )
+        for r in rows
+    ]

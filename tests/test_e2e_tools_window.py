@@ -1,0 +1,166 @@
+"""The agent loop at its edges: a turn whose own tool outputs outgrow the context window
+(compacted between rounds, every upstream request inside the window, the id unchanged), and a
+kill -9 in the middle of a tool round (the turn incomplete, its journal kept, nothing of it in
+the transcript). A real `tether serve`, the stdio MCP server of tests/mcp_servers/ledger.py, a
+scripted upstream that refuses a prompt over its window, the `openai` SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from tests.support import ScriptedUpstream, TetherServer
+from tether.testing.script import estimate_prompt_tokens
+
+LEDGER = Path(__file__).parent / "mcp_servers" / "ledger.py"
+WINDOW = 3000
+
+
+@pytest.fixture(scope="module")
+def small() -> Iterator[ScriptedUpstream]:
+    up = ScriptedUpstream(context_window=WINDOW)
+    yield up
+    up.close()
+
+
+@pytest.fixture
+def srv(tmp_path: Path, small: ScriptedUpstream) -> Iterator[TetherServer]:
+    small.reset()
+    conf = tmp_path / "tether.toml"
+    conf.write_text(
+        f"""
+[[mcp_servers]]
+name = "ledger"
+command = [{str(sys.executable)!r}, {str(LEDGER)!r}]
+timeout = 60
+"""
+    )
+    s = TetherServer(
+        tmp_path / "tether.db",
+        small.base_url,
+        TETHER_CONFIG=str(conf),
+        TETHER_MODEL_CONTEXT_WINDOWS=f'{{"scripted": {WINDOW}}}',
+    ).start()
+    deadline = time.monotonic() + 20
+    while "mcp.up" not in s.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "mcp.up" in s.output(), s.output()[-3000:]
+    yield s
+    s.stop()
+
+
+def sdk(srv: TetherServer, cid: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{srv.url}/v1",
+        api_key="none",
+        max_retries=0,
+        timeout=60,
+        default_headers={"X-Hermes-Session-Id": cid},
+    )
+
+
+def call(name: str, args: str, call_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+def test_tool_outputs_that_outgrow_the_window_are_pruned_then_compacted(
+    srv: TetherServer, small: ScriptedUpstream
+) -> None:
+    client = sdk(srv, "window-1")
+    for i in range(4):  # ~1,200 tokens of history
+        client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": words(150, f"h{i}x")}]
+        )
+    small.reset()
+    # three rounds, each output ~1,250 tokens: no two fit beside the history
+    small.queue(
+        *({"tool_calls": [call("mcp__ledger__big", '{"chars": 5000}', f"b{i}")]} for i in range(3))
+    )
+    reply = client.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "read the big files"}]
+    )
+    assert reply.choices[0].message.content == "echo: read the big files"
+    assert reply.tether["conversation_id"] == "window-1"  # type: ignore[attr-defined]
+    bodies = small.chat_bodies()
+    chat = [
+        b
+        for b in bodies
+        if not any("New messages to fold in" in str(m.get("content")) for m in b["messages"])
+    ]
+    assert len(chat) == 4  # 3 tool rounds + the answer, none refused
+    for body in bodies:  # every upstream request inside the window
+        wanted = estimate_prompt_tokens(body["messages"]) + (body.get("max_tokens") or 0)
+        assert wanted <= WINDOW, wanted
+    assert len(bodies) > len(chat), "the history was compacted between rounds"
+    last = chat[-1]["messages"]
+    tools = [m for m in last if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tools] == ["b0", "b1", "b2"]  # no tool group split
+    assert "pruned to fit the context window" in tools[0]["content"]
+    assert tools[-1]["content"] == "x" * 5000
+    r = httpx2.get(f"{srv.url}/v1/conversations/window-1")
+    assert r.json()["epoch"] >= 1
+    stored = httpx2.get(f"{srv.url}/v1/conversations/window-1/messages").json()["data"]
+    outputs = [m["content"] for m in stored if m["role"] == "tool"]
+    assert outputs == ["x" * 5000] * 3  # stored whole: only the model's view was pruned
+
+
+def test_kill_9_in_a_tool_round_leaves_the_turn_incomplete_with_its_journal(
+    srv: TetherServer, small: ScriptedUpstream
+) -> None:
+    client = sdk(srv, "crash-1")
+    client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+    small.reset()
+    small.queue(
+        {"tool_calls": [call("mcp__ledger__add", '{"a": 1, "b": 2}', "k1")]},
+        {"tool_calls": [call("mcp__ledger__sleep", '{"seconds": 30}', "k2")]},
+    )
+    threading.Thread(
+        target=lambda: _ignore(
+            lambda: client.chat.completions.create(
+                model="scripted", messages=[{"role": "user", "content": "slow"}]
+            )
+        ),
+        daemon=True,
+    ).start()
+    deadline = time.monotonic() + 20
+    while len(small.chat_bodies()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the 30 s sleep of round 2
+    assert srv.proc is not None
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait()
+    srv.proc = None
+    srv.logfile.close()
+    srv.start()
+    with srv.db() as db:
+        rows = db.execute(
+            "SELECT t.id, t.status FROM turns t JOIN conversations c ON c.pk = t.conversation_pk "
+            "WHERE c.id = 'crash-1' ORDER BY t.started_at"
+        ).fetchall()
+    assert [status for _, status in rows] == ["completed", "incomplete"]
+    record = httpx2.get(f"{srv.url}/v1/conversations/crash-1/turns/{rows[1][0]}").json()
+    assert record["status"] == "incomplete"
+    assert [(s["call_id"], s["status"]) for s in record["tool_steps"]] == [("k1", "ok")]
+    stored = httpx2.get(f"{srv.url}/v1/conversations/crash-1/messages").json()["data"]
+    assert [m["content"] for m in stored] == ["hi", "echo: hi"]  # nothing of the killed turn
+
+
+def _ignore(fn: Any) -> None:
+    """The request of a server killed under it: its failure is the point."""
+    with contextlib.suppress(openai.APIError):
+        fn()
