@@ -1,9 +1,11 @@
 """Server-side tools end to end: a real `tether serve` running a real stdio MCP server
-(tests/mcp_servers/ledger.py) and its built-in tools, the scripted upstream scripted to call
+(tests/tool_servers/ledger.py) and its built-in tools, the scripted upstream scripted to call
 them, and the official `openai` SDK as the client."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -16,12 +18,15 @@ import openai
 import pytest
 
 from tests.support import ScriptedUpstream, TetherServer
+from tether.testing.processes import free_port, stop
 
-LEDGER = Path(__file__).parent / "mcp_servers" / "ledger.py"
+LEDGER = Path(__file__).parent / "tool_servers" / "ledger.py"
+DOCS = Path(__file__).parent / "tool_servers" / "docs_http.py"
 
 
-def config(tmp: Path) -> Path:
+def config(tmp: Path, docs_url: str = "") -> Path:
     path = tmp / "tether.toml"
+    docs = f'[[mcp_servers]]\nname = "docs"\nurl = "{docs_url}"\n' if docs_url else ""
     path.write_text(
         f"""
 builtin_tools = ["current_time"]
@@ -39,6 +44,7 @@ command = [{str(sys.executable)!r}, {str(LEDGER)!r}]
 tools = ["add"]
 approval = "always"
 
+{docs}
 [tenants.guest]
 tools = ["current_time"]
 """
@@ -47,16 +53,36 @@ tools = ["current_time"]
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream) -> Iterator[Any]:
+def docs_url() -> Iterator[str]:
+    """A Streamable HTTP MCP server (tests/tool_servers/docs_http.py) in its own process."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(DOCS), str(port)])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "docs_http did not start"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/mcp"
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream, docs_url: str
+) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("tools")
-    s = TetherServer(tmp / "tether.db", scripted.base_url, TETHER_CONFIG=str(config(tmp)))
+    conf = config(tmp, docs_url)
+    s = TetherServer(tmp / "tether.db", scripted.base_url, TETHER_CONFIG=str(conf))
     s.start()
     s.create_key("team")
     s.create_key("guest")
     deadline = time.monotonic() + 20
-    while s.output().count("mcp.up") < 2 and time.monotonic() < deadline:
+    while s.output().count("mcp.up") < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert s.output().count("mcp.up") == 2, s.output()[-3000:]
+    assert s.output().count("mcp.up") == 3, s.output()[-3000:]
     yield s
     s.stop()
 
@@ -117,6 +143,21 @@ def test_a_server_tool_runs_on_the_server_and_the_client_gets_the_answer(
     assert [(s["tool"], s["source"], s["status"], s["output_chars"]) for s in steps] == [
         ("mcp__ledger__add", "mcp:ledger", "ok", 1)
     ]
+
+
+def test_a_streamable_http_mcp_server_answers_a_streamed_turn(
+    srv: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    upstream.queue({"tool_calls": [call("mcp__docs__lookup", '{"topic": "epochs"}', "d1")]})
+    chunks = list(
+        sdk(srv, "http-1").chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "look it up"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "echo: look it up"
+    )
+    assert transcript(srv, "http-1")[2]["content"] == "docs on epochs"
 
 
 def test_streamed_the_client_sees_progress_and_the_answer_never_the_server_call(
@@ -318,10 +359,15 @@ def test_a_tool_the_tenant_or_the_request_does_not_allow_is_never_run(
 
 
 def approvals(srv: TetherServer, cid: str) -> list[dict[str, Any]]:
+    """The calls waiting in the conversation; a conversation its first turn has not stored yet
+    exists only while a call of that turn waits (else 404: nothing waits)."""
     r = httpx2.get(
         f"{srv.url}/v1/conversations/{cid}/approvals",
         headers={"Authorization": f"Bearer {srv.keys['team']}"},
     )
+    if r.status_code == 404:
+        assert r.json()["error"]["code"] == "conversation_not_found"
+        return []
     assert r.status_code == 200, r.text
     data: list[dict[str, Any]] = r.json()["data"]
     return data

@@ -1,7 +1,7 @@
 """The agent loop at its edges: a turn whose own tool outputs outgrow the context window
 (compacted between rounds, every upstream request inside the window, the id unchanged), and a
 kill -9 in the middle of a tool round (the turn incomplete, its journal kept, nothing of it in
-the transcript). A real `tether serve`, the stdio MCP server of tests/mcp_servers/ledger.py, a
+the transcript). A real `tether serve`, the stdio MCP server of tests/tool_servers/ledger.py, a
 scripted upstream that refuses a prompt over its window, the `openai` SDK."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import openai
 import pytest
 
 from tests.support import ScriptedUpstream, TetherServer
-from tether.testing.script import estimate_prompt_tokens
+from tether.testing.script import SUMMARISER_MARKER, estimate_prompt_tokens
 
-LEDGER = Path(__file__).parent / "mcp_servers" / "ledger.py"
+LEDGER = Path(__file__).parent / "tool_servers" / "ledger.py"
 WINDOW = 3000
 
 
@@ -78,45 +78,52 @@ def words(n: int, tag: str) -> str:
     return " ".join(f"{tag}{i}" for i in range(n))
 
 
-def test_tool_outputs_that_outgrow_the_window_are_pruned_then_compacted(
+def test_tool_outputs_that_outgrow_the_window_are_compacted_then_pruned(
     srv: TetherServer, small: ScriptedUpstream
 ) -> None:
     client = sdk(srv, "window-1")
-    for i in range(4):  # ~1,200 tokens of history
+    for i in range(2):  # ~1,200 tokens of history: under the compaction threshold (1,687)
         client.chat.completions.create(
-            model="scripted", messages=[{"role": "user", "content": words(150, f"h{i}x")}]
+            model="scripted", messages=[{"role": "user", "content": words(70, f"h{i}x")}]
         )
     small.reset()
-    # three rounds, each output ~1,250 tokens: no two fit beside the history
-    small.queue(
-        *({"tool_calls": [call("mcp__ledger__big", '{"chars": 5000}', f"b{i}")]} for i in range(3))
-    )
+
+    def big(i: int) -> dict[str, Any]:  # ~650 tokens of output each
+        return call("mcp__ledger__big", '{"chars": 5000}', f"b{i}")
+
+    # round 1: two outputs, which no longer fit beside the history (usable: 2,250 tokens):
+    # nothing of this turn is older, so the history is compacted; rounds 2 and 3 add one
+    # output each: then this turn's older outputs are shown pruned. (`match`: the summariser's
+    # requests, to the same upstream, must not take these items.)
+    rounds = [[big(0), big(1)], [big(2)], [big(3)]]
+    small.queue(*({"match": "read the big files", "tool_calls": r} for r in rounds))
     reply = client.chat.completions.create(
         model="scripted", messages=[{"role": "user", "content": "read the big files"}]
     )
     assert reply.choices[0].message.content == "echo: read the big files"
     assert reply.tether["conversation_id"] == "window-1"  # type: ignore[attr-defined]
+    assert reply.tether["compacted"] is True  # type: ignore[attr-defined]
     bodies = small.chat_bodies()
-    chat = [
-        b
-        for b in bodies
-        if not any("New messages to fold in" in str(m.get("content")) for m in b["messages"])
-    ]
-    assert len(chat) == 4  # 3 tool rounds + the answer, none refused
+    summarising = [SUMMARISER_MARKER in str(b["messages"]) for b in bodies]
+    chat = [b for b, s in zip(bodies, summarising, strict=True) if not s]
+    assert len(chat) == 4  # 3 tool rounds + the answer, none refused by the upstream
+    first_summary = summarising.index(True)
+    assert first_summary == 1, "compacted between the first and the second model call"
     for body in bodies:  # every upstream request inside the window
         wanted = estimate_prompt_tokens(body["messages"]) + (body.get("max_tokens") or 0)
         assert wanted <= WINDOW, wanted
-    assert len(bodies) > len(chat), "the history was compacted between rounds"
     last = chat[-1]["messages"]
-    tools = [m for m in last if m["role"] == "tool"]
-    assert [m["tool_call_id"] for m in tools] == ["b0", "b1", "b2"]  # no tool group split
-    assert "pruned to fit the context window" in tools[0]["content"]
-    assert tools[-1]["content"] == "x" * 5000
+    results = [m for m in last if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in results] == ["b0", "b1", "b2", "b3"]  # groups whole
+    calls = [m for m in last if m["role"] == "assistant" and m.get("tool_calls")]
+    assert [[c["id"] for c in m["tool_calls"]] for m in calls] == [["b0", "b1"], ["b2"], ["b3"]]
+    assert "pruned to fit the context window" in results[0]["content"]
+    assert results[-1]["content"] == "x" * 5000
     r = httpx2.get(f"{srv.url}/v1/conversations/window-1")
-    assert r.json()["epoch"] >= 1
+    assert r.json()["epoch"] == 1 and r.json()["id"] == "window-1"
     stored = httpx2.get(f"{srv.url}/v1/conversations/window-1/messages").json()["data"]
     outputs = [m["content"] for m in stored if m["role"] == "tool"]
-    assert outputs == ["x" * 5000] * 3  # stored whole: only the model's view was pruned
+    assert outputs == ["x" * 5000] * 4  # stored whole: only the model's view was pruned
 
 
 def test_kill_9_in_a_tool_round_leaves_the_turn_incomplete_with_its_journal(

@@ -57,7 +57,7 @@ def build(settings: Settings) -> Registry | None:
     if settings.builtin_tools:
         sources.append(Builtins(settings.builtin_tools))
     if settings.mcp_servers:
-        from tether.tools.mcp import McpServer  # the SDK is a heavy import: only when used
+        from tether.tools.mcp_client import McpServer  # a heavy import: only when used
 
         sources.extend(McpServer(config) for config in settings.mcp_servers)
     return Registry(sources, settings) if sources else None
