@@ -4,6 +4,7 @@ already in use, help text (real `python -m tether` processes on real SQLite file
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -83,3 +84,25 @@ def test_help_texts_keep_brackets_and_paragraphs(tmp_path: Path) -> None:
     revoke = next(line for line in keys.splitlines() if "revoke" in line)
     assert revoke.rstrip(" │").endswith("7-character") or "prefix." in keys
     assert "running server" not in keys  # only the first paragraph is a summary
+
+
+def test_tools_list_shows_each_tool_its_source_and_a_server_that_is_down(tmp_path: Path) -> None:
+    ledger = Path(__file__).parent / "tool_servers" / "ledger.py"
+    conf = tmp_path / "tether.toml"
+    conf.write_text(
+        'builtin_tools = ["current_time"]\n'
+        f'[[mcp_servers]]\nname = "ledger"\ncommand = [{str(sys.executable)!r}, {str(ledger)!r}]\n'
+        'tools = ["add"]\napproval = ["add"]\n'
+        '[[mcp_servers]]\nname = "ghost"\ncommand = ["/nonexistent/mcp-server"]\n'
+    )
+    srv = TetherServer(tmp_path / "tools.db", None)
+    out = srv.cli("tools", "list", "--config", str(conf), "--wait", "5")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if "│" in line}
+    assert "builtin" in rows["current_time"] and "up" in rows["current_time"]
+    add = rows["mcp__ledger__add"]
+    assert "mcp:ledger" in add and "up" in add and "always" in add
+    assert "mcp__ledger__echo" not in rows  # not in the server's allow-list
+    assert "mcp:ghost" in rows["—"] and "down" in rows["—"]
+    none = srv.cli("tools", "list")
+    assert none.returncode == 0 and "no tools configured" in none.stdout

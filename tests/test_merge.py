@@ -13,6 +13,7 @@ from tether.api.models import parse_message
 from tether.engine.fingerprint import (
     EMPTY,
     SYNTHETIC,
+    TOOL_ROUND,
     chain,
     prefix_hashes,
     raw_extends,
@@ -202,6 +203,24 @@ def test_tethers_own_tool_results_are_stepped_over() -> None:
     # the transcript's hash leaves it out too, so the request's prefix hash finds it
     hashes = prefix_hashes([m for m in request])
     assert chain(EMPTY, history) == hashes[4]
+
+
+def test_server_tool_rounds_the_client_never_saw_are_stepped_over() -> None:
+    round1 = {TOOL_ROUND: 1}
+    history = stored(
+        Message("user", "what time is it?"),
+        Message("assistant", None, [call("{}", "c1", "current_time")], extra=round1),
+        Message("tool", "2026-12-02T20:00:00+00:00", tool_call_id="c1", extra=round1),
+        Message("assistant", "It is eight."),
+    )
+    request = [  # what a full-history client holds: the question and the answer
+        Message("user", "what time is it?"),
+        Message("assistant", "It is eight."),
+        Message("user", "thanks"),
+    ]
+    plan = merge(history, None, request)
+    assert plan.fork_seq is None and [m.content for m in plan.new] == ["thanks"]
+    assert chain(EMPTY, history) == prefix_hashes(request)[2]  # the hash steps over them too
 
 
 def test_a_request_adding_nothing_is_refused() -> None:

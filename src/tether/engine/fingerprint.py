@@ -29,13 +29,17 @@ INSTRUCTION_ROLES = frozenset({"system", "developer"})
 # Tether's own tool results for calls a client never answered (engine/dangling.py): stored and
 # sent to the model, never part of what a client resends, so left out of the comparison.
 SYNTHETIC = "tether_synthetic"
+TOOL_ROUND = "tether_tool_round"  # a server tool round's message: its round number
 _SORTED = orjson.OPT_SORT_KEYS
 _CONTENT = itemgetter("content")
 
 
 def is_history(m: Message) -> bool:
-    """A message a resending client sends back: not an instruction, not Tether's own."""
-    return m.role not in INSTRUCTION_ROLES and not (m.extra and SYNTHETIC in m.extra)
+    """A message a resending client sends back: not an instruction, not Tether's own (a call
+    it closed, or a server tool round, which the client never saw)."""
+    if m.role in INSTRUCTION_ROLES:
+        return False
+    return not (m.extra and (SYNTHETIC in m.extra or TOOL_ROUND in m.extra))
 
 
 def text_of(content: Any) -> str:

@@ -17,6 +17,7 @@ from tether.engine import call, toolstep
 from tether.engine.call import Step
 from tether.engine.commit import commit
 from tether.engine.events import Finished, TextDelta, ToolCallDelta, TurnEvent
+from tether.engine.fingerprint import TOOL_ROUND
 from tether.engine.overflow import learn_window, overflowed
 from tether.errors import TetherError
 from tether.model import Message
@@ -53,10 +54,11 @@ async def answer(run: TurnRun, budget: Budget) -> None:
             await _on_record(run)
         async with call.deadline(run):
             results = await toolstep.run_calls(run, split.server, rounds)
+        results = [_hidden(m, rounds) for m in results]  # the client never sees them
         if split.client:  # Tether answered its calls; the client's go back to it
             await finish(run, step, pending, [step.reply, *results], client=split.client)
             return
-        run.steps.extend([step.reply, *results])
+        run.steps.extend([_hidden(step.reply, rounds), *results])
         await fit(run, budget)
 
 
@@ -118,6 +120,12 @@ def _tokens(run: TurnRun) -> int:
     assert run.target is not None
     steps = sum(m.tokens if i not in run.pruned else 16 for i, m in enumerate(run.steps))
     return run.target.prompt_tokens() + steps
+
+
+def _hidden(m: Message, round_no: int) -> Message:
+    """A message of a server tool round, marked so: a client that resends its history never
+    sends it back (engine/fingerprint.py: not history), the model still sees it."""
+    return replace(m, extra={**(m.extra or {}), TOOL_ROUND: round_no})
 
 
 def _without_calls(reply: Message, cap: int) -> Message:
