@@ -43,6 +43,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
         conv = "/v1/conversations/{conversation_id}"
         turn_path = conv + "/turns/{turn_id}"
         ids = {"conversation_id": "rate-1", "turn_id": turn, "model_id": "scripted"}
+        ids["call_id"] = "call-none"
         requests = [
             ("GET", turn_path + "/events"),
             ("GET", turn_path),
@@ -51,6 +52,8 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("GET", conv + "/messages"),
             ("GET", conv + "/context"),
             ("POST", conv + "/compact"),
+            ("GET", conv + "/approvals"),
+            ("POST", turn_path + "/approvals/{call_id}"),  # none waits: 404, after its token
             ("GET", "/v1/models"),
             ("GET", "/v1/models/{model_id:path}"),
         ]
@@ -59,6 +62,11 @@ def test_one_request_takes_one_token_of_the_rate_limit(
         for method, template in requests:
             time.sleep(1.1)  # the bucket holds one token again
             url = srv.url + template.replace(":path}", "}").format(**ids)
+            if template.endswith("{call_id}"):
+                resp = httpx2.post(url, headers=auth, json={"decision": "deny"}, timeout=30)
+                assert resp.status_code == 404, (url, resp.text)
+                assert resp.json()["error"]["code"] == "approval_not_found"
+                continue
             resp = httpx2.request(method, url, headers=auth, timeout=30)
             assert resp.status_code == 200, (method, url, resp.status_code, resp.text)
         # the open routes take no token: the next request still has the bucket's one

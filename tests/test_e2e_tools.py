@@ -32,6 +32,7 @@ def config(tmp: Path, docs_url: str = "") -> Path:
 builtin_tools = ["current_time"]
 max_tool_rounds = 4
 approval_timeout = 3
+max_tool_output_chars = 1000
 
 [[mcp_servers]]
 name = "ledger"
@@ -316,6 +317,50 @@ def test_a_failing_a_slow_and_a_crashing_tool_become_error_results(
     assert last["content"] == "3", last
 
 
+def test_a_large_output_reaches_the_model_cut_with_a_note_and_the_journal_keeps_its_size(
+    srv: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    upstream.queue({"tool_calls": [call("mcp__ledger__big", '{"chars": 5000}', "L1")]})
+    reply = sdk(srv, "cap-1").chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "big"}]
+    )
+    seen = upstream.chat_bodies()[-1]["messages"][-1]["content"]
+    assert seen.startswith("x" * 1000) and not seen.startswith("x" * 1001)
+    assert "5,000 characters, the first 1,000 shown" in seen
+    steps = turn(srv, "cap-1", reply.tether["turn_id"])["tool_steps"]  # type: ignore[attr-defined]
+    assert [(s["status"], s["output_chars"]) for s in steps] == [("ok", 5000)]
+
+
+def test_a_keyed_streamed_tool_turn_replays_its_progress_and_runs_its_tools_once(
+    srv: TetherServer, upstream: ScriptedUpstream
+) -> None:
+    upstream.queue({"tool_calls": [call("mcp__ledger__add", '{"a": 20, "b": 22}', "i1")]})
+    body = {"model": "scripted", "stream": True, "messages": [{"role": "user", "content": "42?"}]}
+    headers = {
+        "Authorization": f"Bearer {srv.keys['team']}",
+        "X-Hermes-Session-Id": "keyed-1",
+        "Idempotency-Key": "tool-turn-1",
+    }
+
+    def post() -> httpx2.Response:
+        r = httpx2.post(f"{srv.url}/v1/chat/completions", json=body, headers=headers, timeout=20)
+        assert r.status_code == 200, r.text
+        return r
+
+    first, again = post(), post()
+    assert again.headers.get("idempotent-replayed") == "true"
+    datas = [line for line in first.text.splitlines() if line.startswith("data: ")]
+    assert [line for line in again.text.splitlines() if line.startswith("data: ")] == datas
+    assert sum('"tool":{"event":"finished"' in d for d in datas) == 1
+    assert len(upstream.chat_bodies()) == 2  # one turn: two model calls, no third on replay
+    assert [m["role"] for m in transcript(srv, "keyed-1")] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
 def test_a_runaway_model_stops_at_the_round_cap(
     srv: TetherServer, upstream: ScriptedUpstream
 ) -> None:
@@ -393,7 +438,7 @@ def waiting_call(srv: TetherServer, cid: str) -> dict[str, Any]:
     raise AssertionError("no call waited for approval")
 
 
-@pytest.mark.parametrize("decision", ["approve", "deny"])
+@pytest.mark.parametrize("decision", ["approve", "deny", "timeout"])
 def test_a_json_turn_waits_for_approval(
     srv: TetherServer, upstream: ScriptedUpstream, decision: str
 ) -> None:
@@ -410,16 +455,19 @@ def test_a_json_turn_waits_for_approval(
     thread.start()
     waiting = waiting_call(srv, cid)
     assert (waiting["tool"], waiting["arguments"]) == ("mcp__gated__add", '{"a": 3, "b": 4}')
-    assert decide(srv, cid, {**waiting, "call_id": "other"}, decision) == 404
-    assert decide(srv, cid, waiting, decision) == 200
+    assert decide(srv, cid, {**waiting, "call_id": "other"}, "deny") == 404
+    if decision != "timeout":
+        assert decide(srv, cid, waiting, decision) == 200
     thread.join(10)
     assert replies and replies[0].choices[0].message.content == "echo: gated"
     result = transcript(srv, cid)[2]
     if decision == "approve":
         assert result["content"] == "7"
-    else:
+    elif decision == "deny":
         assert "a person denied this call" in result["content"]
-    assert decide(srv, cid, waiting, decision) == 404  # decided already
+    else:  # approval_timeout = 3 s
+        assert "no approval for this call of mcp__gated__add within 3 s" in result["content"]
+    assert decide(srv, cid, waiting, "approve") == 404  # decided (or timed out) already
     assert approvals(srv, cid) == []
 
 
@@ -441,10 +489,11 @@ def test_a_streamed_turn_shows_the_approval_and_times_out_as_a_denial(
     assert "no approval for this call" in transcript(srv, "approve-stream-1")[2]["content"]
 
 
-def test_a_streamed_turn_approved_while_it_waits(
-    srv: TetherServer, upstream: ScriptedUpstream
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_streamed_turn_decided_while_it_waits(
+    srv: TetherServer, upstream: ScriptedUpstream, decision: str
 ) -> None:
-    cid = "approve-stream-2"
+    cid = f"approve-stream-{decision}"
     upstream.queue({"tool_calls": [call("mcp__gated__add", '{"a": 5, "b": 5}', "g3")]})
     seen: list[str] = []
     stream = sdk(srv, cid).chat.completions.create(
@@ -457,6 +506,10 @@ def test_a_streamed_turn_approved_while_it_waits(
             if tool["event"] == "approval_required":
                 waiting = waiting_call(srv, cid)
                 assert turn(srv, cid, waiting["turn_id"])["status"] == "awaiting_approval"
-                assert decide(srv, cid, waiting, "approve") == 200
-    assert seen == ["approval_required", "started", "finished"]
-    assert transcript(srv, cid)[2]["content"] == "10"
+                assert decide(srv, cid, waiting, decision) == 200
+    if decision == "approve":
+        assert seen == ["approval_required", "started", "finished"]
+        assert transcript(srv, cid)[2]["content"] == "10"
+    else:
+        assert seen == ["approval_required", "finished"]  # never started
+        assert "a person denied this call" in transcript(srv, cid)[2]["content"]

@@ -171,3 +171,49 @@ def _ignore(fn: Any) -> None:
     """The request of a server killed under it: its failure is the point."""
     with contextlib.suppress(openai.APIError):
         fn()
+
+
+@pytest.fixture
+def hurried(tmp_path: Path, small: ScriptedUpstream) -> Iterator[TetherServer]:
+    """A server whose turns have 2 s in all (TETHER_MAX_TURN_SECONDS)."""
+    small.reset()
+    conf = tmp_path / "tether.toml"
+    conf.write_text(
+        f'[[mcp_servers]]\nname = "ledger"\ncommand = [{str(sys.executable)!r}, {str(LEDGER)!r}]\n'
+    )
+    s = TetherServer(
+        tmp_path / "tether.db", small.base_url, TETHER_CONFIG=str(conf), TETHER_MAX_TURN_SECONDS="2"
+    ).start()
+    deadline = time.monotonic() + 20
+    while "mcp.up" not in s.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield s
+    s.stop()
+
+
+def test_a_deadline_in_a_tool_round_leaves_the_turn_incomplete_with_what_ran(
+    hurried: TetherServer, small: ScriptedUpstream
+) -> None:
+    client = sdk(hurried, "late-1")
+    client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+    small.reset()
+    small.queue(
+        {"tool_calls": [call("mcp__ledger__add", '{"a": 1, "b": 2}', "d1")]},
+        {"tool_calls": [call("mcp__ledger__sleep", '{"seconds": 30}', "d2")]},
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "too slow"}]
+        )
+    assert caught.value.status_code == 504
+    with hurried.db() as db:
+        (turn_id,) = db.execute(
+            "SELECT id FROM turns WHERE status != 'completed' ORDER BY started_at"
+        ).fetchone()
+    record = httpx2.get(f"{hurried.url}/v1/conversations/late-1/turns/{turn_id}").json()
+    assert record["status"] == "incomplete"  # tools ran: side effects may have happened
+    assert record["error"]["code"] == "turn_deadline_exceeded"
+    steps = [(s["call_id"], s["status"]) for s in record["tool_steps"]]
+    assert steps == [("d1", "ok"), ("d2", "interrupted")]
+    stored = httpx2.get(f"{hurried.url}/v1/conversations/late-1/messages").json()["data"]
+    assert [m["content"] for m in stored] == ["hi", "echo: hi"]

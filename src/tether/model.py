@@ -106,7 +106,7 @@ class ToolStep:
     tool: str  # the name the model used
     source: str  # `builtin`, `mcp:<server>`, or `none` (not offered: never run)
     arguments: str  # as the model sent them (redacted)
-    status: str  # ok | error | timeout | denied | not_offered | invalid_arguments
+    status: str  # ok | error | timeout | denied | not_offered | invalid_arguments | interrupted
     output_chars: int  # the whole output's size, before any cap
     started_at: float
     finished_at: float

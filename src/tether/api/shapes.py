@@ -244,7 +244,9 @@ class ToolStepBody(TypedDict):
     tool: str
     source: Annotated[str, Field(description="`builtin`, `mcp:<server>`, or `none` (not run)")]
     arguments: str
-    status: Literal["ok", "error", "timeout", "denied", "not_offered", "invalid_arguments"]
+    status: Literal[
+        "ok", "error", "timeout", "denied", "not_offered", "invalid_arguments", "interrupted"
+    ]
     output_chars: int
     started_at: float
     finished_at: float

@@ -81,7 +81,15 @@ async def _one(run: TurnRun, call: dict[str, Any], round_no: int) -> Message:
             run.publish(
                 ToolStarted(round=round_no, call_id=call_id, name=name, arguments=shown_args)
             )
-        ran = denied or await run.deps.tools.run(spec, raw)
+            run.tools_started += 1
+        try:
+            ran = denied or await run.deps.tools.run(spec, raw)
+        except asyncio.CancelledError:  # the turn was stopped (deadline, cancel, shutdown)
+            gone = _refusal(
+                "interrupted: the turn was stopped during the call", "interrupted", time.time()
+            )
+            await asyncio.shield(_journal(run, call_id, name, source, shown_args, gone, round_no))
+            raise
     await _journal(run, call_id, name, source, shown_args, ran, round_no)
     ms = round((ran.finished_at - ran.started_at) * 1000, 1)
     run.publish(

@@ -75,6 +75,7 @@ class TurnRun:
         self.steps: list[Message] = []
         self.pruned: set[int] = set()  # indices of `steps` shown to the model as stubs
         self.awaiting = 0  # tool calls waiting for approval now
+        self.tools_started = 0  # server tool calls begun (their side effects may have happened)
 
     # -- the steps -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -260,7 +261,9 @@ class TurnRun:
 
     async def fail(self, error: TetherError) -> None:
         turn, target = self.record, self.target
-        if self.cancel_reason == "cancelled":
+        if self.tools_started:
+            turn.status = "incomplete"  # tools ran: the journal says which, nothing is stored
+        elif self.cancel_reason == "cancelled":
             turn.status = "cancelled"
         elif self.req.stream and turn.first_token_at is not None:
             turn.status = "incomplete"  # the client saw part of an answer that was not stored
