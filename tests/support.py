@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,44 @@ class TetherServer:
                 "ON c.pk = m.conversation_pk WHERE c.tenant_id = ? AND c.id = ? ORDER BY m.seq",
                 (tenant, conversation_id),
             ).fetchall()
+
+
+TOOL_SERVERS = Path(__file__).parent / "tool_servers"
+
+
+def with_ledger(db_path: Path, upstream_url: str, **env: str) -> TetherServer:
+    """`tether serve` running tests/tool_servers/ledger.py as its stdio MCP server `ledger`,
+    started and waited for until that server is up."""
+    conf = db_path.with_suffix(".toml")
+    ledger = [sys.executable, str(TOOL_SERVERS / "ledger.py")]
+    conf.write_text(
+        f'[[mcp_servers]]\nname = "ledger"\ncommand = {orjson.dumps(ledger).decode()}\n'
+    )
+    srv = TetherServer(db_path, upstream_url, TETHER_CONFIG=str(conf), **env).start()
+    wait_logged(srv, "mcp.up", 1)
+    return srv
+
+
+def wait_logged(srv: TetherServer, event: str, times: int, timeout: float = 20) -> None:
+    """Until the server's log holds `event` `times` times (an MCP server coming up, say)."""
+    deadline = time.monotonic() + timeout
+    while srv.output().count(event) < times:
+        assert time.monotonic() < deadline, srv.output()[-3000:]
+        time.sleep(0.1)
+
+
+def docs_http() -> tuple[subprocess.Popen[bytes], str]:
+    """tests/tool_servers/docs_http.py (a Streamable HTTP MCP server) in its own process, once
+    it accepts connections; and its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(TOOL_SERVERS / "docs_http.py"), str(port)])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, f"http://127.0.0.1:{port}/mcp"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop(proc)
+                raise RuntimeError("docs_http did not start") from None
+            time.sleep(0.1)

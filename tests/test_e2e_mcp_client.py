@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import docs_http
 from tether.config import McpServerConfig
-from tether.testing.processes import free_port, stop
+from tether.testing.processes import stop
 from tether.tools.base import ToolSpec
 from tether.tools.mcp_client import McpServer, ToolError
 
@@ -99,23 +98,14 @@ async def test_a_server_that_cannot_start_is_down_and_never_raises() -> None:
 
 
 @pytest.fixture
-def docs_http() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "docs_http.py"), str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "docs_http did not start"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
+def docs_url() -> Iterator[str]:
+    proc, url = docs_http()
+    yield url
     stop(proc)
 
 
-async def test_a_streamable_http_server_answers_and_is_down_when_it_stops(docs_http: str) -> None:
-    server = McpServer(McpServerConfig(name="docs", url=docs_http))
+async def test_a_streamable_http_server_answers(docs_url: str) -> None:
+    server = McpServer(McpServerConfig(name="docs", url=docs_url))
     await server.start()
     try:
         await until(server.up)

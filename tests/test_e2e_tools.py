@@ -4,8 +4,6 @@ them, and the official `openai` SDK as the client."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -17,8 +15,8 @@ import httpx2
 import openai
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
-from tether.testing.processes import free_port, stop
+from tests.support import ScriptedUpstream, TetherServer, docs_http, wait_logged
+from tether.testing.processes import stop
 
 LEDGER = Path(__file__).parent / "tool_servers" / "ledger.py"
 DOCS = Path(__file__).parent / "tool_servers" / "docs_http.py"
@@ -55,18 +53,8 @@ tools = ["current_time"]
 
 @pytest.fixture(scope="module")
 def docs_url() -> Iterator[str]:
-    """A Streamable HTTP MCP server (tests/tool_servers/docs_http.py) in its own process."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(DOCS), str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "docs_http did not start"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
+    proc, url = docs_http()
+    yield url
     stop(proc)
 
 
@@ -80,10 +68,7 @@ def srv(
     s.start()
     s.create_key("team")
     s.create_key("guest")
-    deadline = time.monotonic() + 20
-    while s.output().count("mcp.up") < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert s.output().count("mcp.up") == 3, s.output()[-3000:]
+    wait_logged(s, "mcp.up", 3)  # ledger, gated, docs
     yield s
     s.stop()
 

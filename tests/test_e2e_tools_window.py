@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +19,9 @@ import httpx2
 import openai
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
+from tests.support import ScriptedUpstream, TetherServer, with_ledger
 from tether.testing.script import SUMMARISER_MARKER, estimate_prompt_tokens
 
-LEDGER = Path(__file__).parent / "tool_servers" / "ledger.py"
 WINDOW = 3000
 
 
@@ -37,25 +35,8 @@ def small() -> Iterator[ScriptedUpstream]:
 @pytest.fixture
 def srv(tmp_path: Path, small: ScriptedUpstream) -> Iterator[TetherServer]:
     small.reset()
-    conf = tmp_path / "tether.toml"
-    conf.write_text(
-        f"""
-[[mcp_servers]]
-name = "ledger"
-command = [{str(sys.executable)!r}, {str(LEDGER)!r}]
-timeout = 60
-"""
-    )
-    s = TetherServer(
-        tmp_path / "tether.db",
-        small.base_url,
-        TETHER_CONFIG=str(conf),
-        TETHER_MODEL_CONTEXT_WINDOWS=f'{{"scripted": {WINDOW}}}',
-    ).start()
-    deadline = time.monotonic() + 20
-    while "mcp.up" not in s.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "mcp.up" in s.output(), s.output()[-3000:]
+    windows = f'{{"scripted": {WINDOW}}}'
+    s = with_ledger(tmp_path / "tether.db", small.base_url, TETHER_MODEL_CONTEXT_WINDOWS=windows)
     yield s
     s.stop()
 
@@ -130,12 +111,7 @@ def test_kill_9_in_a_tool_round_leaves_the_turn_incomplete_with_its_journal(
     srv: TetherServer, small: ScriptedUpstream
 ) -> None:
     client = sdk(srv, "crash-1")
-    client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
-    small.reset()
-    small.queue(
-        {"tool_calls": [call("mcp__ledger__add", '{"a": 1, "b": 2}', "k1")]},
-        {"tool_calls": [call("mcp__ledger__sleep", '{"seconds": 30}', "k2")]},
-    )
+    one_turn_then_a_slow_round(client, small, "k")
     threading.Thread(
         target=lambda: _ignore(
             lambda: client.chat.completions.create(
@@ -177,30 +153,26 @@ def _ignore(fn: Any) -> None:
 def hurried(tmp_path: Path, small: ScriptedUpstream) -> Iterator[TetherServer]:
     """A server whose turns have 2 s in all (TETHER_MAX_TURN_SECONDS)."""
     small.reset()
-    conf = tmp_path / "tether.toml"
-    conf.write_text(
-        f'[[mcp_servers]]\nname = "ledger"\ncommand = [{str(sys.executable)!r}, {str(LEDGER)!r}]\n'
-    )
-    s = TetherServer(
-        tmp_path / "tether.db", small.base_url, TETHER_CONFIG=str(conf), TETHER_MAX_TURN_SECONDS="2"
-    ).start()
-    deadline = time.monotonic() + 20
-    while "mcp.up" not in s.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    s = with_ledger(tmp_path / "tether.db", small.base_url, TETHER_MAX_TURN_SECONDS="2")
     yield s
     s.stop()
+
+
+def one_turn_then_a_slow_round(client: openai.OpenAI, small: ScriptedUpstream, tag: str) -> None:
+    """A first turn ("hi"), then script the next: a quick call, then a 30 s one."""
+    client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+    small.reset()
+    small.queue(
+        {"tool_calls": [call("mcp__ledger__add", '{"a": 1, "b": 2}', f"{tag}1")]},
+        {"tool_calls": [call("mcp__ledger__sleep", '{"seconds": 30}', f"{tag}2")]},
+    )
 
 
 def test_a_deadline_in_a_tool_round_leaves_the_turn_incomplete_with_what_ran(
     hurried: TetherServer, small: ScriptedUpstream
 ) -> None:
     client = sdk(hurried, "late-1")
-    client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
-    small.reset()
-    small.queue(
-        {"tool_calls": [call("mcp__ledger__add", '{"a": 1, "b": 2}', "d1")]},
-        {"tool_calls": [call("mcp__ledger__sleep", '{"seconds": 30}', "d2")]},
-    )
+    one_turn_then_a_slow_round(client, small, "d")
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(
             model="scripted", messages=[{"role": "user", "content": "too slow"}]
