@@ -189,6 +189,8 @@ def test_parallel_calls_run_at_once_and_a_three_round_chain_completes(
     )
     assert reply.choices[0].message.content == "echo: chain"
     steps = turn(srv, "chain-1", reply.tether["turn_id"])["tool_steps"]  # type: ignore[attr-defined]
+    usage = turn(srv, "chain-1", reply.tether["turn_id"])["notes"]["usage_all_calls"]  # type: ignore[attr-defined]
+    assert usage["calls"] == 4 and usage["prompt_tokens"] > reply.usage.prompt_tokens  # type: ignore[union-attr]
     assert [(s["round"], s["call_id"], s["status"]) for s in steps][:3] == [
         (1, "p1", "ok"),
         (1, "p2", "ok"),

@@ -265,7 +265,8 @@ class Turn(TypedDict):
         Field(
             description="what Tether did besides the model call: `compaction` (paused or "
             "failed), `dangling_tool_calls` (the unanswered tool calls it closed), "
-            "`tool_rounds_run`, `tool_rounds` (stopped at the cap)"
+            "`tool_rounds_run`, `tool_rounds` (stopped at the cap), `usage_all_calls` (the "
+            "usage of every model call of a turn with server tools, summed)"
         ),
     ]
     started_at: float

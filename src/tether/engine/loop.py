@@ -42,6 +42,8 @@ async def answer(run: TurnRun, budget: Budget) -> None:
             log.warning("turn.tool_rounds_capped", turn_id=run.record.id, rounds=rounds)
         step, pending = await model_step(run, budget, offering)
         split = toolstep.split(run, step.reply.tool_calls or [], offering)
+        if rounds or split.server:  # a turn with tool rounds: every call's usage summed
+            _add_usage(run, step.usage)
         if not split.server:
             await finish(run, step, pending, [step.reply])
             return
@@ -49,7 +51,7 @@ async def answer(run: TurnRun, budget: Budget) -> None:
             await finish(run, step, pending, [_without_calls(step.reply, cap)], dropped=True)
             return
         rounds += 1
-        run.record.notes = {**(run.record.notes or {}), "tool_rounds_run": rounds}
+        run.note("tool_rounds_run", rounds)
         if rounds == 1:
             await _on_record(run)
         async with call.deadline(run):
@@ -120,6 +122,18 @@ def _tokens(run: TurnRun) -> int:
     assert run.target is not None
     steps = sum(m.tokens if i not in run.pruned else 16 for i, m in enumerate(run.steps))
     return run.target.prompt_tokens() + steps
+
+
+def _add_usage(run: TurnRun, usage: dict[str, Any] | None) -> None:
+    """Every model call's usage summed in the turn's notes (`usage_all_calls`): the turn's
+    `usage`, like the response's, is the last call's (its prompt is the view's size)."""
+    total = dict((run.record.notes or {}).get("usage_all_calls") or {})
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = (usage or {}).get(key)
+        if isinstance(value, int):
+            total[key] = total.get(key, 0) + value
+    total["calls"] = total.get("calls", 0) + 1
+    run.note("usage_all_calls", total)
 
 
 def _hidden(m: Message, round_no: int) -> Message:
