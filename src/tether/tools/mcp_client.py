@@ -28,6 +28,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import PaginatedRequestParams
 from mcp_types import CONNECTION_CLOSED
 
 from tether.config import McpServerConfig
@@ -167,7 +168,7 @@ class McpServer:
     async def _list(self, session: ClientSession) -> list[ToolSpec]:
         allowed = set(self.config.tools) if self.config.tools is not None else None
         specs = []
-        for tool in (await session.list_tools()).tools:
+        for tool in await _all_tools(session):
             name = visible_name(self.name, tool.name)
             if allowed is not None and tool.name not in allowed:
                 continue
@@ -192,6 +193,19 @@ class McpServer:
                 )
             )
         return specs
+
+
+async def _all_tools(session: ClientSession) -> list[Any]:
+    """Every page of the server's tool list."""
+    tools: list[Any] = []
+    cursor: str | None = None
+    while True:
+        params = PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await session.list_tools(params=params)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
 
 
 @asynccontextmanager
