@@ -33,6 +33,7 @@ class Conversation:
     history_hash: bytes | None = None
     history_len: int | None = None
     forked_from_pk: int | None = None
+    metadata: dict[str, str] | None = None  # the owner's labels (PATCH …/conversations/{id})
 
 
 @dataclass(slots=True)

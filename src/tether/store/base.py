@@ -80,6 +80,78 @@ class Loaded:
     messages: list[Message] | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationFilter:
+    """What GET /v1/conversations (and search) narrow a tenant's conversations to."""
+
+    title: str | None = None  # a substring of the title, case-insensitive
+    model: str | None = None
+    created_after: float | None = None  # unix seconds, exclusive
+    created_before: float | None = None
+    forked_from: str | None = None  # the parent conversation's own id
+    metadata: dict[str, str] | None = None  # every pair must match
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportedCheckpoint:
+    """A compaction an import brings along (a Hermes summary row): it stands in for the
+    conversation's messages through `covers_through_seq`."""
+
+    covers_through_seq: int
+    summary: str
+    created_at: float
+    model: str | None = None
+    tokens_before: int = 0
+    tokens_after: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportedConversation:
+    """One conversation written whole by an import (`tether conversations import`, `tether
+    import hermes`). `messages` are in order, seq 1..n set. A fork names its parent by id
+    (imported before it, or already stored) and holds its copied prefix 1..`forked_from_seq`."""
+
+    id: str
+    aliases: list[str]
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    metadata: dict[str, str]
+    created_at: float
+    updated_at: float
+    messages: list[Message]
+    checkpoints: list[ImportedCheckpoint]
+    forked_from: str | None = None
+    forked_from_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchQuery:
+    """A full-text query (FTS5 syntax, built by engine/search.py) over one tenant's
+    transcripts: message text, tool outputs and checkpoint summaries."""
+
+    match: str  # the FTS5 MATCH expression
+    cjk: bool  # True: run it on the trigram index (the query holds CJK text)
+    like: list[str] | None = None  # substrings (short CJK words) each hit must contain
+    group: bool = True  # one hit per conversation (its best)
+    limit: int = 20
+    filters: ConversationFilter | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchHit:
+    conversation_id: str
+    title: str | None
+    kind: str  # message | summary
+    seq: int  # the message's seq; for a summary, the last seq it covers
+    epoch: int | None  # a summary's checkpoint epoch
+    role: str | None
+    snippet: str  # plain text around the match
+    highlights: list[tuple[int, int]]  # [start, end) offsets of the matched terms in snippet
+    score: float  # lower is better (FTS5 bm25)
+    created_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRow:
     prefix: str
@@ -160,7 +232,57 @@ class Store(Protocol):
         `conversation_id` (the conversation's own id) and message span set."""
         ...
 
-    async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]: ...
+    async def list_conversations(
+        self,
+        tenant_id: str,
+        limit: int = 50,
+        *,
+        after: Conversation | None = None,
+        filters: ConversationFilter | None = None,
+    ) -> list[Conversation]:
+        """Newest activity first (updated_at, then pk, descending); `after` continues a listing
+        past that conversation (keyset pagination)."""
+        ...
+
+    async def update_conversation(
+        self,
+        conversation_pk: int,
+        *,
+        title: str | None = None,
+        clear_title: bool = False,
+        metadata: dict[str, str] | None = None,
+        expected_last_seq: int | None = None,
+    ) -> Conversation:
+        """Set the title (or clear it) and/or replace the metadata; ConflictError if
+        `expected_last_seq` is given and the conversation has moved past it."""
+        ...
+
+    async def delete_conversation(self, conversation_pk: int) -> dict[str, int]:
+        """Remove the conversation and everything it owns (messages, checkpoints, turns and
+        their tool journal, idempotency records, aliases, search rows), in one transaction.
+        Its forks stay, with their copied prefix (their `forked_from` becomes unknown).
+        Returns the rows removed per table."""
+        ...
+
+    async def fork_conversation(
+        self, tenant_id: str, conversation_pk: int, at_seq: int, new_id: str
+    ) -> Conversation:
+        """A new conversation `new_id` holding copies of messages 1..at_seq (and the latest
+        checkpoint that lies within them)."""
+        ...
+
+    async def list_aliases(self, conversation_pk: int) -> list[str]: ...
+    async def import_conversation(
+        self, tenant_id: str, conversation: ImportedConversation
+    ) -> Conversation | None:
+        """Write an imported conversation, its checkpoints and aliases in one transaction;
+        None (nothing written) if its id or any alias already names a conversation in the
+        tenant."""
+        ...
+
+    async def search(self, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+        """Ranked hits; QueryError for a query the index rejects (FTS5 syntax)."""
+        ...
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
         """The tenant's conversations whose transcript hash is one of `hashes`."""
         ...

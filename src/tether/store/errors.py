@@ -29,8 +29,13 @@ class StorageUnavailable(StoreError):
         self.retry_after = retry_after
 
 
+class QueryError(StoreError):
+    """A search query the full-text index rejects (FTS5 syntax): the caller's mistake, whose
+    message says why."""
+
+
 class SchemaTooNew(StoreError, ValueError):
     """The database was written by a newer Tether (a migration this build does not know)."""
 
 
-__all__ = ["ConflictError", "SchemaTooNew", "StorageFull", "StorageUnavailable", "StoreError"]
+__all__ = ["ConflictError", "QueryError", "SchemaTooNew", "StorageFull", "StorageUnavailable", "StoreError"]
