@@ -16,42 +16,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tether.config_tools import McpServerConfig, TenantConfig
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-class McpServerConfig(BaseModel):
-    """One MCP server (`[[mcp_servers]]`, or one object of `TETHER_MCP_SERVERS`): docs/tools.md."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    command: list[str] | None = Field(None, min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    tools: list[str] | None = None  # an allow-list of the server's tool names
-    approval: Literal["never", "always"] | list[str] = "never"
-    timeout: float = Field(60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> McpServerConfig:
-        if (self.command is None) == (self.url is None):
-            raise ValueError(f"MCP server {self.name!r}: give either `command` or `url`")
-        return self
-
-    def needs_approval(self, tool: str) -> bool:
-        listed = isinstance(self.approval, list)
-        return tool in self.approval if listed else self.approval == "always"
-
-
-class TenantConfig(BaseModel):
-    """`[tenants.NAME]` in the config file: the server tools it may use (`tools`, None: all)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    tools: list[str] | None = None
 
 
 class Settings(BaseSettings):
@@ -349,6 +319,17 @@ class Settings(BaseSettings):
 
     approval_timeout: float = Field(
         300.0, gt=0, description="Seconds a tool call waits for approval before it is denied."
+    )
+
+    titles: Literal["off", "auto"] = Field(
+        "off",
+        description="`auto`: after a conversation's first turn, ask the compaction model for a "
+        "short title (one extra upstream call per conversation). `off`: no extra call.",
+    )
+    ui_secret: str | None = Field(
+        None,
+        description="Key signing the dashboard's (`/ui`) session cookies. Unset: a random one "
+        "per process (a restart signs everyone out); set it when several replicas serve `/ui`.",
     )
 
     @field_validator("instance_id")

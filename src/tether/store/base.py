@@ -272,6 +272,10 @@ class Store(Protocol):
         ...
 
     async def list_aliases(self, conversation_pk: int) -> list[str]: ...
+    async def list_turns(self, conversation_pk: int, limit: int = 100) -> list[Turn]:
+        """The conversation's most recent turns, newest first, with their message spans."""
+        ...
+
     async def import_conversation(
         self, tenant_id: str, conversation: ImportedConversation
     ) -> Conversation | None:
