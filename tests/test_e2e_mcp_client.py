@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import docs_http
-from tether.config import McpServerConfig
+from tether.config_tools import McpServerConfig
 from tether.testing.processes import stop
 from tether.tools.base import ToolSpec
 from tether.tools.mcp_client import McpServer, ToolError

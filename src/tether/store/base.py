@@ -287,6 +287,7 @@ class Store(Protocol):
     async def search(self, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
         """Ranked hits; QueryError for a query the index rejects (FTS5 syntax)."""
         ...
+
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
         """The tenant's conversations whose transcript hash is one of `hashes`."""
         ...

@@ -38,4 +38,11 @@ class SchemaTooNew(StoreError, ValueError):
     """The database was written by a newer Tether (a migration this build does not know)."""
 
 
-__all__ = ["ConflictError", "QueryError", "SchemaTooNew", "StorageFull", "StorageUnavailable", "StoreError"]
+__all__ = [
+    "ConflictError",
+    "QueryError",
+    "SchemaTooNew",
+    "StorageFull",
+    "StorageUnavailable",
+    "StoreError",
+]

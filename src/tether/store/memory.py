@@ -11,12 +11,17 @@ from dataclasses import replace
 from typing import Any
 
 from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
+from tether.store import memory_manage as manage
 from tether.store.base import (
     ApiKeyRow,
+    ConversationFilter,
     IdempotencyKey,
     IdempotencyRecord,
+    ImportedConversation,
     Loaded,
     NewConversation,
+    SearchHit,
+    SearchQuery,
     TurnCommit,
 )
 from tether.store.errors import ConflictError
@@ -255,6 +260,7 @@ class MemoryStore:
             if claim is not None:
                 claim.status, claim.stream = "completed", r.stream
                 claim.response, claim.headers = r.response, _json(r.headers)
+                claim.conversation_pk = conv.pk
         return conv
 
     async def record_turn(self, conversation_pk: int, turn: Turn) -> None:
@@ -280,9 +286,50 @@ class MemoryStore:
             return None
         return replace(_turn(row.turn), conversation_id=conv.id)
 
-    async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]:
-        mine = [c for c in self.db.conversations.values() if c.tenant_id == tenant_id]
-        return sorted(mine, key=lambda c: c.updated_at, reverse=True)[: max(0, limit)]
+    async def list_conversations(
+        self,
+        tenant_id: str,
+        limit: int = 50,
+        *,
+        after: Conversation | None = None,
+        filters: ConversationFilter | None = None,
+    ) -> list[Conversation]:
+        return manage.list_conversations(self.db, tenant_id, limit, after, filters)
+
+    async def update_conversation(
+        self,
+        conversation_pk: int,
+        *,
+        title: str | None = None,
+        clear_title: bool = False,
+        metadata: dict[str, str] | None = None,
+        expected_last_seq: int | None = None,
+    ) -> Conversation:
+        return manage.update(
+            self.db, conversation_pk, title, clear_title, metadata, expected_last_seq
+        )
+
+    async def delete_conversation(self, conversation_pk: int) -> dict[str, int]:
+        return manage.delete(self.db, conversation_pk)
+
+    async def fork_conversation(
+        self, tenant_id: str, conversation_pk: int, at_seq: int, new_id: str
+    ) -> Conversation:
+        return manage.fork(self.db, tenant_id, conversation_pk, at_seq, new_id)
+
+    async def list_aliases(self, conversation_pk: int) -> list[str]:
+        return [a for (_, a), pk in self.db.aliases.items() if pk == conversation_pk]
+
+    async def list_turns(self, conversation_pk: int, limit: int = 100) -> list[Turn]:
+        return manage.turns(self.db, conversation_pk, limit)
+
+    async def import_conversation(
+        self, tenant_id: str, conversation: ImportedConversation
+    ) -> Conversation | None:
+        return manage.import_conversation(self.db, tenant_id, conversation)
+
+    async def search(self, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+        return manage.search(self.db, tenant_id, query)
 
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
         wanted, convs = set(hashes), self.db.conversations.values()

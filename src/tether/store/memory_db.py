@@ -58,6 +58,7 @@ class _Claim:
     stream: bool = False
     response: bytes | None = None
     headers: dict[str, str] | None = None
+    conversation_pk: int | None = None  # the conversation its turn committed to
 
 
 @dataclass(slots=True)

@@ -12,12 +12,19 @@ from importlib import resources
 from typing import Any
 
 from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
+from tether.store import sqlite_keys as sql_keys
+from tether.store import sqlite_manage as manage
+from tether.store import sqlite_search
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
     ApiKeyRow,
+    ConversationFilter,
     IdempotencyKey,
     IdempotencyRecord,
+    ImportedConversation,
     Loaded,
+    SearchHit,
+    SearchQuery,
     TurnCommit,
 )
 from tether.store.errors import ConflictError
@@ -85,66 +92,19 @@ class SqliteStore:
         )
 
     async def add_api_key(self, tenant_id: str, key_hash: str, prefix: str) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            now = time.time()
-            c.execute(
-                "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant_id, now)
-            )
-            try:
-                c.execute(
-                    "INSERT INTO api_keys (tenant_id, key_hash, prefix, created_at) "
-                    "VALUES (?,?,?,?)",
-                    (tenant_id, key_hash, prefix, now),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConflictError(f"an API key with this hash already exists: {exc}") from exc
-
-        await self.db.write(run)
+        await self.db.write(lambda c: sql_keys.add(c, tenant_id, key_hash, prefix))
 
     async def revoke_api_key(self, prefix: str, key_hash: str | None = None) -> int:
-        def run(c: sqlite3.Connection) -> int:
-            matches = int(
-                c.execute(
-                    "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND prefix = ? "
-                    "AND (? IS NULL OR key_hash = ?)",
-                    (prefix, key_hash, key_hash),
-                ).fetchone()[0]
-            )
-            if matches == 1:
-                c.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND prefix = ? "
-                    "AND (? IS NULL OR key_hash = ?)",
-                    (time.time(), prefix, key_hash, key_hash),
-                )
-            return matches
-
-        return await self.db.write(run)
+        return await self.db.write(lambda c: sql_keys.revoke(c, prefix, key_hash))
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
-        def run(c: sqlite3.Connection) -> str | None:
-            row = c.execute(
-                "SELECT tenant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        return await self.db.read(run)
+        return await self.db.read(lambda c: sql_keys.tenant_for(c, key_hash))
 
     async def list_api_keys(self) -> list[ApiKeyRow]:
-        def run(c: sqlite3.Connection) -> list[ApiKeyRow]:
-            rows = c.execute(
-                "SELECT prefix, tenant_id, created_at, revoked_at FROM api_keys ORDER BY id"
-            ).fetchall()
-            return [ApiKeyRow(*r) for r in rows]
-
-        return await self.db.read(run)
+        return await self.db.read(sql_keys.listed)
 
     async def count_api_keys(self) -> int:
-        def run(c: sqlite3.Connection) -> int:
-            # revoked keys count: revoking every key must not turn authentication off
-            return int(c.execute("SELECT count(*) FROM api_keys").fetchone()[0])
-
-        return await self.db.read(run)
+        return await self.db.read(sql_keys.count)
 
     # -- conversations --------------------------------------------------------------------
     async def resolve(self, tenant_id: str, conversation_id: str) -> Conversation | None:
@@ -272,16 +232,56 @@ class SqliteStore:
 
         return await self.db.read(run)
 
-    async def list_conversations(self, tenant_id: str, limit: int = 50) -> list[Conversation]:
-        def run(c: sqlite3.Connection) -> list[Conversation]:
-            rows = c.execute(
-                f"SELECT {sql.CONV_COLS} FROM {sql.CONV_FROM} WHERE c.tenant_id = ? "
-                "ORDER BY c.updated_at DESC LIMIT ?",
-                (tenant_id, limit),
-            ).fetchall()
-            return [sql.conversation_row(r) for r in rows]
+    async def list_conversations(
+        self,
+        tenant_id: str,
+        limit: int = 50,
+        *,
+        after: Conversation | None = None,
+        filters: ConversationFilter | None = None,
+    ) -> list[Conversation]:
+        return await self.db.read(
+            lambda c: manage.list_conversations(c, tenant_id, limit, after, filters)
+        )
 
-        return await self.db.read(run)
+    async def update_conversation(
+        self,
+        conversation_pk: int,
+        *,
+        title: str | None = None,
+        clear_title: bool = False,
+        metadata: dict[str, str] | None = None,
+        expected_last_seq: int | None = None,
+    ) -> Conversation:
+        return await self.db.write(
+            lambda c: manage.update(
+                c, conversation_pk, title, clear_title, metadata, expected_last_seq
+            )
+        )
+
+    async def delete_conversation(self, conversation_pk: int) -> dict[str, int]:
+        return await self.db.write(lambda c: manage.delete(c, conversation_pk))
+
+    async def fork_conversation(
+        self, tenant_id: str, conversation_pk: int, at_seq: int, new_id: str
+    ) -> Conversation:
+        return await self.db.write(
+            lambda c: manage.fork(c, tenant_id, conversation_pk, at_seq, new_id)
+        )
+
+    async def list_aliases(self, conversation_pk: int) -> list[str]:
+        return await self.db.read(lambda c: manage.aliases(c, conversation_pk))
+
+    async def list_turns(self, conversation_pk: int, limit: int = 100) -> list[Turn]:
+        return await self.db.read(lambda c: manage.turns(c, conversation_pk, limit))
+
+    async def import_conversation(
+        self, tenant_id: str, conversation: ImportedConversation
+    ) -> Conversation | None:
+        return await self.db.write(lambda c: manage.import_conversation(c, tenant_id, conversation))
+
+    async def search(self, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+        return await self.db.read(lambda c: sqlite_search.search(c, tenant_id, query))
 
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
         hashes = list(dict.fromkeys(hashes))  # a hash twice, in two chunks, found one twice

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
+from tether.store import sqlite_search
 from tether.store.base import NewConversation, TurnCommit
 from tether.store.errors import ConflictError
 
@@ -19,7 +20,7 @@ CONV_COLS = (
     "c.pk, c.id, c.tenant_id, c.title, c.model, c.system_prompt, c.last_seq, c.turn_count, "
     "c.epoch, c.usage_prompt_tokens, c.usage_through_seq, c.usage_epoch, p.id, "
     "c.forked_from_seq, c.created_at, c.updated_at, c.history_hash, c.history_len, "
-    "c.forked_from_pk"
+    "c.forked_from_pk, c.metadata"
 )
 CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
 MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
@@ -85,7 +86,10 @@ def loads(text: str | None) -> Any:
 
 
 def conversation_row(row: tuple[Any, ...]) -> Conversation:
-    return Conversation(*row)
+    if row[-1] is None:
+        return Conversation(*row)
+    # mypy cannot see that the star covers every field but `metadata`
+    return Conversation(*row[:-1], metadata=orjson.loads(row[-1]))  # type: ignore[misc]
 
 
 def message_row(row: tuple[Any, ...]) -> Message:
@@ -140,6 +144,8 @@ def insert_checkpoint(c: sqlite3.Connection, conversation_pk: int, cp: Checkpoin
             cp.created_at or time.time(),
         ),
     )
+    if cp.summary:
+        sqlite_search.index_summary(c, conversation_pk, cp.epoch, cp.summary)
 
 
 def insert_turn(
@@ -201,8 +207,9 @@ def commit_turn(c: sqlite3.Connection, commit: TurnCommit, owner: str | None) ->
         r = commit.response
         c.execute(
             "UPDATE idempotency_keys SET status = 'completed', stream = ?, response = ?, "
-            "headers = ?, completed_at = ? WHERE tenant_id = ? AND route = ? AND key = ?",
-            (int(r.stream), r.response, dumps(r.headers), now,
+            "headers = ?, completed_at = ?, conversation_pk = ? "
+            "WHERE tenant_id = ? AND route = ? AND key = ?",
+            (int(r.stream), r.response, dumps(r.headers), now, pk,
              r.key.tenant_id, r.key.route, r.key.key),
         )  # fmt: skip
     row = c.execute(f"SELECT {CONV_COLS} FROM {CONV_FROM} WHERE c.pk = ?", (pk,)).fetchone()
@@ -238,6 +245,7 @@ def _create_conversation(
             raise ConflictError(
                 f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
             )
+        sqlite_search.copy_messages(c, new.forked_from_pk, pk, new.forked_from_seq)
         last_seq = new.forked_from_seq
     if commit.inherit_checkpoint is not None:
         insert_checkpoint(c, pk, replace(commit.inherit_checkpoint, epoch=1))
@@ -274,6 +282,7 @@ def _insert_messages(
         f"INSERT INTO messages (conversation_pk, {MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
+    sqlite_search.index_messages(c, pk, first_seq, commit.messages)
     return len(rows)
 
 

@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import PaginatedRequestParams
 from mcp_types import CONNECTION_CLOSED
 
-from tether.config import McpServerConfig
+from tether.config_tools import McpServerConfig
 from tether.tools.base import ToolOutput, ToolSpec
 
 log = structlog.get_logger("tether.tools")

@@ -1,0 +1,256 @@
+"""The in-memory store's conversation management (listing, update, delete, fork, import,
+aliases, turns) and a plain search: the same results as the SQLite store for the queries
+engine/search.py builds from plain words and phrases (every term present, words matched at word
+starts, CJK as substrings); ranking by how often the terms occur, not bm25."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+from tether.model import Checkpoint, Conversation, Turn
+from tether.store import indexing
+from tether.store.base import ConversationFilter, ImportedConversation, SearchHit, SearchQuery
+from tether.store.errors import ConflictError, QueryError
+from tether.store.memory_db import MemoryDatabase, _checkpoint, _json, _message, _turn
+from tether.store.sqlite_search import mark, unmark
+
+OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
+
+
+def _matches(db: MemoryDatabase, conv: Conversation, f: ConversationFilter | None) -> bool:
+    if f is None:
+        return True
+    if f.title and f.title.lower() not in (conv.title or "").lower():
+        return False
+    if f.model and conv.model != f.model:
+        return False
+    if f.created_after is not None and not conv.created_at > f.created_after:
+        return False
+    if f.created_before is not None and not conv.created_at < f.created_before:
+        return False
+    if f.forked_from:
+        parent = db.by_id.get((conv.tenant_id, f.forked_from))
+        if parent is None or conv.forked_from_pk != parent:
+            return False
+    return all((conv.metadata or {}).get(k) == v for k, v in (f.metadata or {}).items())
+
+
+def list_conversations(
+    db: MemoryDatabase,
+    tenant_id: str,
+    limit: int,
+    after: Conversation | None,
+    filters: ConversationFilter | None,
+) -> list[Conversation]:
+    mine = [
+        c for c in db.conversations.values()
+        if c.tenant_id == tenant_id and _matches(db, c, filters)
+    ]  # fmt: skip
+    mine.sort(key=lambda c: (c.updated_at, c.pk), reverse=True)
+    if after is not None:
+        mine = [c for c in mine if (c.updated_at, c.pk) < (after.updated_at, after.pk)]
+    return mine[: max(0, limit)]
+
+
+def get(db: MemoryDatabase, pk: int) -> Conversation:
+    conv = db.conversations.get(pk)
+    if conv is None:
+        raise ConflictError(f"conversation {pk} does not exist")
+    return conv
+
+
+def update(
+    db: MemoryDatabase,
+    pk: int,
+    title: str | None,
+    clear_title: bool,
+    metadata: dict[str, str] | None,
+    expected_last_seq: int | None,
+) -> Conversation:
+    conv = get(db, pk)
+    if expected_last_seq is not None and conv.last_seq != expected_last_seq:
+        raise ConflictError(
+            f"conversation moved on: last seq {conv.last_seq}, expected {expected_last_seq}"
+        )
+    if title is not None or clear_title:
+        conv = replace(conv, title=title)
+    if metadata is not None:
+        conv = replace(conv, metadata=_json(metadata) or None)
+    db.conversations[pk] = conv
+    return conv
+
+
+def delete(db: MemoryDatabase, pk: int) -> dict[str, int]:
+    conv = get(db, pk)
+    turn_ids = {tid for tid, r in db.turns.items() if r.conversation_pk == pk}
+    removed = {
+        "messages": len(db.messages.pop(pk, [])),
+        "checkpoints": len(db.checkpoints.pop(pk, [])),
+        "turns": len(turn_ids),
+        "tool_steps": sum(1 for k in db.tool_steps if k[0] in turn_ids),
+        "idempotency_keys": sum(1 for c in db.claims.values() if c.conversation_pk == pk),
+        "conversation_aliases": sum(1 for v in db.aliases.values() if v == pk),
+        "conversations": 1,
+    }
+    for tid in turn_ids:
+        del db.turns[tid]
+    db.tool_steps = {k: v for k, v in db.tool_steps.items() if k[0] not in turn_ids}
+    db.claims = {k: v for k, v in db.claims.items() if v.conversation_pk != pk}
+    db.aliases = {k: v for k, v in db.aliases.items() if v != pk}
+    del db.by_id[(conv.tenant_id, conv.id)]
+    del db.conversations[pk]
+    for other in list(db.conversations.values()):
+        if other.forked_from_pk == pk:
+            db.conversations[other.pk] = replace(other, forked_from_pk=None, forked_from_id=None)
+    return removed
+
+
+def _new(
+    db: MemoryDatabase, tenant_id: str, conv_id: str, template: Conversation, at: float
+) -> Conversation:
+    if (tenant_id, conv_id) in db.by_id or (tenant_id, conv_id) in db.aliases:
+        raise ConflictError(f"conversation {conv_id!r} already exists")
+    db.last_pk += 1
+    conv = replace(template, pk=db.last_pk, id=conv_id, tenant_id=tenant_id)
+    db.tenants.setdefault(tenant_id, at)
+    db.by_id[(tenant_id, conv_id)] = conv.pk
+    db.conversations[conv.pk] = conv
+    return conv
+
+
+def fork(db: MemoryDatabase, tenant_id: str, pk: int, at_seq: int, new_id: str) -> Conversation:
+    parent = get(db, pk)
+    if not 1 <= at_seq <= parent.last_seq:
+        raise ConflictError(f"cannot fork at seq {at_seq}: the conversation has {parent.last_seq}")
+    now = time.time()
+    within = [
+        cp for cp in db.checkpoints.get(pk, [])
+        if max(cp.covers_through_seq, cp.prune_through_seq) <= at_seq
+    ]  # fmt: skip
+    template = replace(
+        parent, last_seq=at_seq, turn_count=0, epoch=1 if within else 0, usage_prompt_tokens=None,
+        usage_through_seq=None, usage_epoch=None, forked_from_id=parent.id,
+        forked_from_seq=at_seq, forked_from_pk=pk, created_at=now, updated_at=now,
+        history_hash=None, history_len=None,
+    )  # fmt: skip
+    conv = _new(db, tenant_id, new_id, template, now)
+    db.messages[conv.pk] = [_message(m) for m in db.messages[pk][:at_seq]]
+    if within:
+        db.checkpoints[conv.pk] = [_checkpoint(within[-1], epoch=1)]
+    return conv
+
+
+def import_conversation(
+    db: MemoryDatabase, tenant_id: str, imported: ImportedConversation
+) -> Conversation | None:
+    names = (imported.id, *imported.aliases)
+    if any((tenant_id, n) in db.by_id or (tenant_id, n) in db.aliases for n in names):
+        return None
+    parent_pk = db.by_id.get((tenant_id, imported.forked_from or "")) or db.aliases.get(
+        (tenant_id, imported.forked_from or "")
+    )
+    parent = db.conversations.get(parent_pk) if parent_pk else None
+    n = len(imported.messages)
+    template = Conversation(
+        pk=0, id=imported.id, tenant_id=tenant_id, title=imported.title, model=imported.model,
+        system_prompt=imported.system_prompt, last_seq=n, turn_count=0,
+        epoch=len(imported.checkpoints), usage_prompt_tokens=None, usage_through_seq=None,
+        usage_epoch=None, forked_from_id=parent.id if parent else None,
+        forked_from_seq=imported.forked_from_seq if parent else None,
+        created_at=imported.created_at, updated_at=imported.updated_at,
+        forked_from_pk=parent.pk if parent else None, metadata=_json(imported.metadata) or None,
+    )  # fmt: skip
+    conv = _new(db, tenant_id, imported.id, template, imported.created_at)
+    db.messages[conv.pk] = [
+        _message(m, seq=seq, turn_id=None, created_at=m.created_at or imported.created_at)
+        for seq, m in enumerate(imported.messages, 1)
+    ]
+    db.checkpoints[conv.pk] = [
+        Checkpoint(
+            epoch=epoch, covers_through_seq=min(cp.covers_through_seq, n),
+            prune_through_seq=min(cp.covers_through_seq, n), summary=cp.summary, ledger=[],
+            tokens_before=cp.tokens_before, tokens_after=cp.tokens_after, model=cp.model,
+            prompt_version="import", stats={"imported": True}, created_at=cp.created_at,
+        )
+        for epoch, cp in enumerate(imported.checkpoints, 1)
+    ]  # fmt: skip
+    for alias in imported.aliases:
+        db.aliases[(tenant_id, alias)] = conv.pk
+    return conv
+
+
+def turns(db: MemoryDatabase, pk: int, limit: int) -> list[Turn]:
+    conv = get(db, pk)
+    mine = [r.turn for r in db.turns.values() if r.conversation_pk == pk]
+    mine.sort(key=lambda t: t.started_at, reverse=True)
+    return [replace(_turn(t), conversation_id=conv.id) for t in mine[:limit]]
+
+
+def _terms(query: SearchQuery) -> list[tuple[str, bool]]:
+    """(text, prefix) of every phrase and word of the query; operators ignored."""
+    if query.match.count('"') % 2:
+        raise QueryError('malformed search query: fts5: syntax error near """')
+    found: list[tuple[str, bool]] = []
+    for phrase, word in re.findall(r'"([^"]*)"|([^\s"()]+)', query.match):
+        text = phrase or word
+        if text in OPERATORS or not text:
+            continue
+        found.append((text.rstrip("*"), text.endswith("*")))
+    return found
+
+
+def _hit_count(text: str, terms: list[tuple[str, bool]], cjk: bool) -> int:
+    lowered = text.lower()
+    total = 0
+    for term, prefix in terms:
+        if cjk:
+            count = lowered.count(term.lower())
+        else:
+            tail = "" if prefix else r"(?!\w)"
+            count = len(re.findall(r"(?<!\w)" + re.escape(term.lower()) + tail, lowered))
+        if not count:
+            return 0
+        total += count
+    return total
+
+
+def _documents(
+    db: MemoryDatabase, conv: Conversation
+) -> list[tuple[str, int, int | None, str | None, float, str]]:
+    """(kind, seq, epoch, role, created_at, text) of everything indexed in a conversation."""
+    docs: list[tuple[str, int, int | None, str | None, float, str]] = []
+    for m in db.messages.get(conv.pk, []):
+        text = indexing.message_text(m)
+        if text:
+            docs.append(("message", m.seq, None, m.role, m.created_at, text))
+    for cp in db.checkpoints.get(conv.pk, []):
+        if cp.summary:
+            docs.append(("summary", cp.covers_through_seq, cp.epoch, None, cp.created_at,
+                         cp.summary))  # fmt: skip
+    return docs
+
+
+def search(db: MemoryDatabase, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+    terms = _terms(query) + [(w, True) for w in query.like or ()]
+    hits: list[SearchHit] = []
+    for conv in list_conversations(db, tenant_id, 1 << 30, None, query.filters):
+        for kind, seq, epoch, role, at, text in _documents(db, conv):
+            if query.cjk and not indexing.has_cjk(text):
+                continue
+            count = _hit_count(text, terms, query.cjk)
+            if count:
+                snippet, spans = unmark(mark(text, [t for t, _ in terms]))
+                hits.append(SearchHit(
+                    conversation_id=conv.id, title=conv.title, kind=kind, seq=seq, epoch=epoch,
+                    role=role, snippet=snippet, highlights=spans, score=-float(count),
+                    created_at=at,
+                ))  # fmt: skip
+    hits.sort(key=lambda h: h.score)
+    if query.group:
+        best: dict[str, SearchHit] = {}
+        for h in hits:
+            best.setdefault(h.conversation_id, h)
+        hits = list(best.values())
+    return hits[: query.limit]
