@@ -1,0 +1,67 @@
+"""Search across a tenant's transcripts: the query a person types becomes the store's
+full-text query. Plain words must all occur (the last may be a prefix: `deplo*`), and the exact
+phrase ranks first; a query using FTS5 syntax (quotes, `*`, parentheses, AND/OR/NOT/NEAR) is
+passed as written, and one the index rejects is a 400 saying why. Text with CJK characters is
+searched on the trigram index, where a word is any run of at least three characters (shorter
+ones are matched as substrings)."""
+
+from __future__ import annotations
+
+import re
+
+from tether.engine.service import Engine
+from tether.errors import TetherError
+from tether.store.base import ConversationFilter, SearchHit, SearchQuery
+from tether.store.errors import QueryError
+from tether.store.indexing import has_cjk
+
+MAX_QUERY_CHARS = 512
+SYNTAX = re.compile(r'["*()^:]|\b(AND|OR|NOT|NEAR)\b')
+WORD = re.compile(r"\w+")
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def build(q: str, *, group: bool, limit: int, filters: ConversationFilter | None) -> SearchQuery:
+    text = q.strip()
+    if not text:
+        raise TetherError(400, "invalid_request", "q: give something to search for", param="q")
+    if len(text) > MAX_QUERY_CHARS:
+        raise TetherError(
+            400, "invalid_request", f"q: at most {MAX_QUERY_CHARS} characters", param="q"
+        )
+    cjk = has_cjk(text)
+    if SYNTAX.search(text):  # the caller wrote FTS5 syntax: theirs to get right
+        return SearchQuery(match=text, cjk=cjk, group=group, limit=limit, filters=filters)
+    words = WORD.findall(text)
+    if not words:
+        raise TetherError(400, "invalid_request", "q: no word to search for", param="q")
+    like: list[str] = []
+    if cjk:  # trigrams: a word under three characters cannot be looked up, only scanned for
+        like = [w for w in words if len(w) < 3]
+        words = [w for w in words if len(w) >= 3]
+    terms = " ".join(_quoted(w) for w in words)
+    match = terms
+    if len(words) > 1:  # every word, and the exact phrase ranks above the words apart
+        match = f"{_quoted(' '.join(words))} OR ({terms})"
+    return SearchQuery(
+        match=match, cjk=cjk, like=like or None, group=group, limit=limit, filters=filters
+    )
+
+
+async def search(
+    engine: Engine,
+    tenant_id: str,
+    q: str,
+    *,
+    group: bool = True,
+    limit: int = 20,
+    filters: ConversationFilter | None = None,
+) -> list[SearchHit]:
+    query = build(q, group=group, limit=limit, filters=filters)
+    try:
+        return await engine.store.search(tenant_id, query)
+    except QueryError as exc:
+        raise TetherError(400, "invalid_query", str(exc), param="q") from exc
