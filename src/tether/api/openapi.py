@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether import __version__
+from tether.api.openapi_manage import MANAGE_OPERATIONS, MANAGE_PARAMETERS
 from tether.api.openapi_paths import COMMON_ERRORS, OPERATIONS, RETRY_AFTER, Answer, Operation
 from tether.api.openapi_schemas import (
     ANY_OBJECT,
@@ -104,7 +105,7 @@ def _operation(op: Operation) -> Schema:
 
 def _paths() -> dict[str, Schema]:
     paths: dict[str, Schema] = {}
-    for op in OPERATIONS:
+    for op in (*OPERATIONS, *MANAGE_OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return paths
 
@@ -124,6 +125,7 @@ _TAGS = [
     {"name": "chat", "description": "OpenAI-compatible endpoints"},
     {"name": "conversations", "description": "Stored conversations"},
     {"name": "turns", "description": "One request's turn: its record, events, cancel"},
+    {"name": "hermes", "description": "Hermes API server compatible session reads"},
     {"name": "meta", "description": "Health and this document"},
 ]
 _BEARER = {
@@ -145,7 +147,7 @@ def openapi_spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": _BEARER},
             "schemas": {**request_schemas(), **response_schemas()},
-            "parameters": PARAMETERS,
+            "parameters": {**PARAMETERS, **MANAGE_PARAMETERS},
             "headers": HEADERS,
         },
     }

@@ -24,7 +24,7 @@ class Answer:
 
 @dataclass(frozen=True, kw_only=True)
 class Operation:
-    method: Literal["get", "post"]
+    method: Literal["get", "post", "patch", "delete"]
     path: str
     id: str
     tag: str
@@ -149,18 +149,6 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=("ModelId",),
         answers=(Answer(description="The model.", schema="Model"),),
         errors={404: "The upstream does not list this model (model_not_found).", **_UPSTREAM},
-    ),
-    Operation(
-        method="get",
-        path="/v1/conversations/{conversation_id}",
-        id="getConversation",
-        tag="conversations",
-        summary="A conversation's record",
-        parameters=("ConversationId",),
-        answers=(
-            Answer(description="The conversation.", schema="Conversation", headers=_VERSIONED),
-        ),
-        errors=_READ,
     ),
     Operation(
         method="get",

@@ -11,7 +11,9 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
 from tether.api.models import ChatRequest
+from tether.api.models_manage import REQUESTS
 from tether.api.shapes import RESPONSE_SHAPES
+from tether.api.shapes_manage import MANAGE_SHAPES
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -51,7 +53,7 @@ def _tidy(schemas: dict[str, Schema]) -> dict[str, Schema]:
 def response_schemas() -> dict[str, Schema]:
     """Every response body's schema and the shapes they use, from api/shapes.py."""
     out: dict[str, Schema] = {}
-    for name, shape in RESPONSE_SHAPES.items():
+    for name, shape in {**RESPONSE_SHAPES, **MANAGE_SHAPES}.items():
         schema = TypeAdapter(shape).json_schema(
             ref_template=_REFS, mode="serialization", schema_generator=_Untitled
         )
@@ -79,7 +81,12 @@ def request_schemas() -> dict[str, Schema]:
         "properties": {"decision": {"type": "string", "enum": ["approve", "deny"]}},
         "description": "A person's decision on a tool call waiting for approval.",
     }
-    return {"ChatCompletionRequest": schema, **defs, "ApprovalRequest": approval}
+    out = {"ChatCompletionRequest": schema, **defs, "ApprovalRequest": approval}
+    for name, model in REQUESTS.items():
+        generated = model.model_json_schema(ref_template=_REFS)
+        out |= generated.pop("$defs", {})
+        out[name] = generated
+    return out
 
 
 # -- parameters ----------------------------------------------------------------------------------

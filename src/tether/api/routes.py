@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether.api import approvals, chat, turns
+from tether.api import approvals, chat, conversations, search, sessions, turns
 from tether.api.access import owned, state_of
 from tether.api.jsonbody import json_response
 from tether.api.openapi import get_openapi
@@ -20,7 +20,6 @@ from tether.api.shapes import (
     MessageList,
     Model,
     ModelList,
-    conversation_body,
     listed_message,
 )
 from tether.api.state import AppState
@@ -36,11 +35,6 @@ MESSAGES_PAGE_MAX = 10_000
 
 def _conv_headers(conv: Conversation) -> dict[str, str]:
     return {"X-Tether-Conversation": conv.id, "ETag": etag(conv.last_seq)}
-
-
-async def get_conversation(request: Request) -> Response:
-    _, conv = await owned(request)
-    return json_response(conversation_body(conv), 200, _conv_headers(conv))
 
 
 async def get_messages(request: Request) -> Response:
@@ -144,8 +138,42 @@ routes = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-    Route("/v1/conversations/{conversation_id}", get_conversation, methods=["GET"]),
+    Route("/v1/conversations", conversations.list_conversations, methods=["GET"]),
+    Route(
+        "/v1/conversations/{conversation_id}",
+        conversations.get_conversation,
+        methods=["GET"],
+    ),
+    Route(
+        "/v1/conversations/{conversation_id}",
+        conversations.patch_conversation,
+        methods=["PATCH"],
+    ),
+    Route(
+        "/v1/conversations/{conversation_id}",
+        conversations.delete_conversation,
+        methods=["DELETE"],
+    ),
     Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
+    Route(
+        "/v1/conversations/{conversation_id}/messages",
+        conversations.append_messages,
+        methods=["POST"],
+    ),
+    Route(
+        "/v1/conversations/{conversation_id}/fork",
+        conversations.fork_conversation,
+        methods=["POST"],
+    ),
+    Route(
+        "/v1/conversations/{conversation_id}/export",
+        conversations.export_conversation,
+        methods=["GET"],
+    ),
+    Route("/v1/search", search.search, methods=["GET"]),
+    Route("/api/sessions", sessions.list_sessions, methods=["GET"]),
+    Route("/api/sessions/{session_id}", sessions.get_session, methods=["GET"]),
+    Route("/api/sessions/{session_id}/messages", sessions.list_messages, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/context", get_context, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/turns/{turn_id}", turns.get_turn, methods=["GET"]),
     Route(

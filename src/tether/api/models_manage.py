@@ -1,0 +1,61 @@
+"""The request bodies of the conversation management routes, validated with pydantic at the
+edge (their JSON schemas go into /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from tether.errors import TetherError
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
+
+
+class ConversationPatch(BaseModel):
+    """Set the title (null clears it) and/or replace the metadata (at most 16 string pairs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Annotated[str, StringConstraints(max_length=256)] | None = None
+    metadata: Metadata | None = None
+
+
+class ForkRequest(BaseModel):
+    """A new conversation holding copies of messages 1..at_seq (`id`: its id; default: minted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    at_seq: Annotated[int, Field(ge=1)]
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+
+
+class AppendRequest(BaseModel):
+    """Messages to store at the end of the transcript, without running the model."""
+
+    model_config = ConfigDict(extra="forbid")
+    messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parsed(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise TetherError(
+            400,
+            "invalid_request",
+            f"{where}: {first['msg']}" if where else first["msg"],
+            param=where,
+        ) from None
+
+
+REQUESTS: dict[str, type[BaseModel]] = {
+    "ConversationPatch": ConversationPatch,
+    "ForkRequest": ForkRequest,
+    "AppendRequest": AppendRequest,
+}

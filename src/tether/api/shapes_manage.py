@@ -1,0 +1,149 @@
+"""The response bodies of the conversation management, search and Hermes-compatible session
+routes, as TypedDicts like api/shapes.py's (api/openapi_schemas.py generates both)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from tether.api.shapes import ConversationBody
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class CheckpointSummary(TypedDict):
+    """A compaction: the summary stands in for messages covers_from_seq..covers_through_seq."""
+
+    epoch: Count
+    covers_from_seq: int
+    covers_through_seq: Count
+    tokens_before: int | None
+    tokens_after: int | None
+    model: str | None
+    created_at: float
+    summary: str | None
+
+
+class ContextUse(TypedDict):
+    tokens: Count
+    window: Count
+    threshold: float
+    compact_above_tokens: Count
+    messages_in_view: Count
+    last_reported_prompt_tokens: int | None
+
+
+class ConversationDetail(ConversationBody):
+    """A conversation's record with its metadata, checkpoints, aliases and context use."""
+
+    metadata: dict[str, str]
+    message_count: Count
+    aliases: list[str]
+    checkpoints: list[CheckpointSummary]
+    context: ContextUse
+
+
+class ConversationList(TypedDict):
+    object: Literal["list"]
+    data: list[ConversationBody]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ConversationDeleted(TypedDict):
+    id: str
+    object: Literal["conversation.deleted"]
+    deleted: Literal[True]
+    removed: dict[str, int]
+
+
+class MessagesAppended(TypedDict):
+    object: Literal["conversation.messages.appended"]
+    conversation_id: str
+    turn_id: str
+    first_seq: int
+    last_seq: int
+
+
+class SearchHitBody(TypedDict):
+    conversation_id: str
+    title: str | None
+    kind: Literal["message", "summary"]
+    seq: int
+    epoch: int | None
+    role: str | None
+    snippet: str
+    highlights: Annotated[
+        list[tuple[int, int]],
+        Field(description="[start, end) offsets (code points) of the matches in snippet"),
+    ]
+    score: float
+    created_at: float
+
+
+class SearchResults(TypedDict):
+    object: Literal["list"]
+    query: str
+    data: list[SearchHitBody]
+
+
+class HermesSession(TypedDict):
+    """A conversation in the shape of a session of Hermes' API server (`/api/sessions`)."""
+
+    id: str
+    source: str
+    user_id: str | None
+    model: str | None
+    title: str | None
+    started_at: float
+    ended_at: float | None
+    end_reason: str | None
+    message_count: Count
+    parent_session_id: str | None
+    last_active: float
+    _lineage_root_id: str
+    aliases: list[str]
+    tool_call_count: NotRequired[Count]
+    preview: NotRequired[str | None]
+
+
+class HermesSessionList(TypedDict):
+    object: Literal["list"]
+    data: list[HermesSession]
+    limit: Count
+    offset: Count
+    has_more: bool
+
+
+class HermesMessage(TypedDict):
+    id: int
+    session_id: str
+    role: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    tool_name: str | None
+    timestamp: float
+    token_count: int | None
+    finish_reason: str | None
+
+
+class HermesMessageList(TypedDict):
+    object: Literal["list"]
+    session_id: str
+    data: list[HermesMessage]
+
+
+MANAGE_SHAPES = {
+    "ConversationDetail": ConversationDetail,
+    "ConversationList": ConversationList,
+    "ConversationDeleted": ConversationDeleted,
+    "MessagesAppended": MessagesAppended,
+    "SearchResults": SearchResults,
+    "HermesSession": HermesSession,
+    "HermesSessionList": HermesSessionList,
+    "HermesMessageList": HermesMessageList,
+}
