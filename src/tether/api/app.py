@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
 
 from tether.api.auth import Authenticator
 from tether.api.errors import error_of, http_error, store_error, tether_error, unexpected_error
@@ -30,6 +31,7 @@ from tether.store.errors import StoreError
 from tether.tools import registry
 from tether.upstream.base import Upstream
 from tether.upstream.client import HttpUpstream
+from tether.web.routes import routes as dashboard
 
 log = structlog.get_logger("tether.app")
 
@@ -144,7 +146,7 @@ def create_app(
             await state.store.close()
 
     return Starlette(
-        routes=routes,
+        routes=[*routes, Mount("/ui", routes=dashboard)],  # the dashboard: tether/web/
         middleware=_middleware(settings),
         lifespan=lifespan,
         exception_handlers={

@@ -4,28 +4,19 @@ per request, before routing, by api/gate.py."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 
 import structlog
 
 from tether.api.ratelimit import RateLimiter
 from tether.errors import TetherError
+from tether.keys import KEY_PREFIX, OPEN_TENANT, hash_key, new_key
 from tether.store.base import Store
 
 log = structlog.get_logger("tether.auth")
 
-OPEN_TENANT = "default"
-KEY_PREFIX = "tk_"
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+# The key helpers live in tether/keys.py (the dashboard uses them too); re-exported here.
+__all__ = ["KEY_PREFIX", "OPEN_TENANT", "Authenticator", "hash_key", "new_key"]
 
 
 class Authenticator:

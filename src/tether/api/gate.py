@@ -23,13 +23,18 @@ from tether.api.auth import Authenticator
 
 # The open routes, all of them: no key needed, no rate limit taken.
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+# The dashboard (tether/web/): its pages authenticate by their own session cookie, and a
+# browser sends no Bearer key.
+DASHBOARD = "/ui"
 
 
 def is_open(scope: Scope, preflights: bool) -> bool:
-    """Whether this request passes without a key: an open path, or (`preflights`: CORS is on)
-    a CORS preflight, which browsers send without credentials. CORSMiddleware, outside this
-    gate, answers those itself; this says so here too."""
-    if scope["path"] in OPEN_PATHS:
+    """Whether this request passes without a key: an open path, the dashboard (`/ui…`: it signs
+    in by cookie itself), or (`preflights`: CORS is on) a CORS preflight, which browsers send
+    without credentials. CORSMiddleware, outside this gate, answers those itself; this says so
+    here too."""
+    path: str = scope["path"]
+    if path in OPEN_PATHS or path == DASHBOARD or path.startswith(DASHBOARD + "/"):
         return True
     return (
         preflights
