@@ -11,9 +11,10 @@ import re
 
 from tether.engine.service import Engine
 from tether.errors import TetherError
-from tether.store.base import ConversationFilter, SearchHit, SearchQuery
+from tether.store.base import ConversationFilter, SearchHit, SearchQuery, Store
 from tether.store.errors import QueryError
 from tether.store.indexing import has_cjk
+from tether.tools.base import ToolOutput
 
 MAX_QUERY_CHARS = 512
 SYNTAX = re.compile(r'["*()^:]|\b(AND|OR|NOT|NEAR)\b')
@@ -65,3 +66,19 @@ async def search(
         return await engine.store.search(tenant_id, query)
     except QueryError as exc:
         raise TetherError(400, "invalid_query", str(exc), param="q") from exc
+
+
+async def tool_search(store: Store, tenant_id: str, q: str, limit: int) -> ToolOutput:
+    """The `conversation_search` tool: the tenant's best hits as text the model reads."""
+    try:
+        hits = await store.search(tenant_id, build(q, group=False, limit=limit, filters=None))
+    except (TetherError, QueryError) as exc:
+        return ToolOutput(text=f"error: {getattr(exc, 'message', exc)}", error=True)
+    if not hits:
+        return ToolOutput(text=f"no stored message matches {q!r}")
+    lines = [f"{len(hits)} hit(s) for {q!r}, best first:"]
+    for h in hits:
+        where = f"summary of messages 1-{h.seq}" if h.kind == "summary" else f"{h.role} #{h.seq}"
+        lines.append(f"- conversation {h.conversation_id} ({h.title or 'untitled'}), {where}: "
+                     f"{h.snippet}")  # fmt: skip
+    return ToolOutput(text="\n".join(lines))

@@ -16,7 +16,7 @@ from tether.compaction.ledger import redact
 from tether.engine.events import ToolAwaiting, ToolFinished, ToolStarted
 from tether.engine.messages import with_tokens
 from tether.model import Message, ToolStep
-from tether.tools.base import ToolOutput
+from tether.tools.base import Caller, ToolOutput
 from tether.tools.registry import Ran
 
 if TYPE_CHECKING:
@@ -83,7 +83,8 @@ async def _one(run: TurnRun, call: dict[str, Any], round_no: int) -> Message:
             )
             run.tools_started += 1
         try:
-            ran = denied or await run.deps.tools.run(spec, raw)
+            caller = Caller(tenant_id=run.req.tenant_id, conversation_id=_conversation(run))
+            ran = denied or await run.deps.tools.run(spec, raw, caller)
         except asyncio.CancelledError:  # the turn was stopped (deadline, cancel, shutdown)
             gone = _refusal(
                 "interrupted: the turn was stopped during the call", "interrupted", time.time()
@@ -152,13 +153,18 @@ async def _approval(run: TurnRun, call_id: str, name: str, args: str, round_no: 
     return _refusal(text, "denied", started)
 
 
+def _conversation(run: TurnRun) -> str | None:
+    """The stored conversation the turn runs on (None: the turn creates it)."""
+    target = run.target
+    if target is not None and target.creates is None and target.conv is not None:
+        return target.conv.id
+    return None
+
+
 async def _journal(
     run: TurnRun, call_id: str, name: str, source: str, args: str, ran: Ran, round_no: int
 ) -> None:
-    target = run.target
-    conversation_id = None
-    if target is not None and target.creates is None and target.conv is not None:
-        conversation_id = target.conv.id
+    conversation_id = _conversation(run)
     step = ToolStep(
         turn_id=run.record.id,
         call_id=call_id,

@@ -188,32 +188,37 @@ def turns(db: MemoryDatabase, pk: int, limit: int) -> list[Turn]:
     return [replace(_turn(t), conversation_id=conv.id) for t in mine[:limit]]
 
 
-def _terms(query: SearchQuery) -> list[tuple[str, bool]]:
-    """(text, prefix) of every phrase and word of the query; operators ignored."""
-    if query.match.count('"') % 2:
-        raise QueryError('malformed search query: fts5: syntax error near """')
+def _terms(match: str) -> list[tuple[str, bool]]:
+    """(text, prefix) of every phrase and word of an expression; operators ignored."""
+    if match.count('"') % 2:
+        raise QueryError("the search query is malformed: unterminated string")
     found: list[tuple[str, bool]] = []
-    for phrase, word in re.findall(r'"([^"]*)"|([^\s"()]+)', query.match):
+    for phrase, word in re.findall(r'"([^"]*)"|([^\s"()]+)', match):
         text = phrase or word
-        if text in OPERATORS or not text:
-            continue
-        found.append((text.rstrip("*"), text.endswith("*")))
+        if text and text not in OPERATORS:
+            found.append((text.rstrip("*"), text.endswith("*")))
     return found
 
 
-def _hit_count(text: str, terms: list[tuple[str, bool]], cjk: bool) -> int:
-    lowered = text.lower()
-    total = 0
-    for term, prefix in terms:
-        if cjk:
-            count = lowered.count(term.lower())
-        else:
-            tail = "" if prefix else r"(?!\w)"
-            count = len(re.findall(r"(?<!\w)" + re.escape(term.lower()) + tail, lowered))
-        if not count:
-            return 0
-        total += count
-    return total
+def _count(text: str, term: str, prefix: bool, cjk: bool) -> int:
+    lowered, term = text.lower(), term.lower()
+    if cjk:
+        return lowered.count(term)
+    tail = "" if prefix else r"(?!\w)"
+    return len(re.findall(r"(?<!\w)" + re.escape(term) + tail, lowered))
+
+
+def _score(text: str, query: SearchQuery) -> int:
+    """How often the query's terms occur (0: no match). engine/search.py's `"a b" OR (a b)`
+    needs the words; the phrase only ranks."""
+    boost = re.fullmatch(r'("[^"]*") OR \((.*)\)', query.match)
+    required = _terms(boost.group(2) if boost else query.match)
+    required += [(w, True) for w in query.like or ()]
+    counts = [_count(text, t, p, query.cjk) for t, p in required]
+    if not counts or not all(counts):
+        return 0
+    bonus = sum(_count(text, t, p, query.cjk) for t, p in _terms(boost.group(1))) if boost else 0
+    return sum(counts) + 10 * bonus
 
 
 def _documents(
@@ -233,15 +238,15 @@ def _documents(
 
 
 def search(db: MemoryDatabase, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
-    terms = _terms(query) + [(w, True) for w in query.like or ()]
+    words = [t for t, _ in _terms(query.match)] + list(query.like or ())
     hits: list[SearchHit] = []
     for conv in list_conversations(db, tenant_id, 1 << 30, None, query.filters):
         for kind, seq, epoch, role, at, text in _documents(db, conv):
             if query.cjk and not indexing.has_cjk(text):
                 continue
-            count = _hit_count(text, terms, query.cjk)
+            count = _score(text, query)
             if count:
-                snippet, spans = unmark(mark(text, [t for t, _ in terms]))
+                snippet, spans = unmark(mark(text, words))
                 hits.append(SearchHit(
                     conversation_id=conv.id, title=conv.title, kind=kind, seq=seq, epoch=epoch,
                     role=role, snippet=snippet, highlights=spans, score=-float(count),

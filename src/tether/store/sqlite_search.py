@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from typing import Any
 
 from tether.model import Message
@@ -16,7 +17,8 @@ from tether.store.errors import QueryError
 
 TABLES = ("search_words", "search_cjk")
 START, END = "\x02", "\x03"  # snippet() marks around a match, found and removed again
-SNIPPET_TOKENS = 16
+SNIPPET_TOKENS = 16  # words; a trigram index counts characters: 4× as many
+GROUP_SCAN_ROWS = 20_000  # grouped search reads at most this many ranked rows for its hits
 
 
 def index_messages(
@@ -102,32 +104,61 @@ def filter_sql(filters: ConversationFilter | None, alias: str = "c") -> tuple[st
 def search(c: sqlite3.Connection, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
     table = "search_cjk" if query.cjk else "search_words"
     where, params = filter_sql(query.filters)
-    likes = "".join(" AND instr(s.body, ?) > 0" for _ in query.like or ())
-    like_params = list(query.like or ())
+    likes = "".join(f" AND instr({table}.body, ?) > 0" for _ in query.like or ())
     if query.match:
-        score, cond = f"bm25({table})", f"{table} MATCH ? AND "
-        first: list[Any] = [query.match]
+        score, cond, first = f"bm25({table})", f"{table} MATCH ? AND ", [query.match]
     else:  # only words too short for trigrams: a scan of the CJK texts, newest first
-        score, cond, first = "-(s.rowid & 4294967295)", "", []
-    inner = (
-        f"SELECT s.rowid AS id, {score} AS score FROM {table} s "
-        f"JOIN conversations c ON c.pk = (s.rowid >> 32) "
-        f"WHERE {cond}c.tenant_id = ?{likes}{where}"
+        score, cond, first = f"-({table}.rowid & {indexing.SLOT_MASK})", "", []
+    statement = (
+        f"SELECT {table}.rowid, {score} AS score FROM {table} "
+        f"JOIN conversations c ON c.pk = ({table}.rowid >> 32) "
+        f"WHERE {cond}c.tenant_id = ?{likes}{where} ORDER BY score LIMIT ? OFFSET ?"
     )
-    args = [*first, tenant_id, *like_params, *params]
-    if query.group:
-        statement = (
-            f"SELECT id, min(score) AS best FROM ({inner}) GROUP BY id >> 32 ORDER BY best LIMIT ?"
-        )
-    else:
-        statement = f"{inner} ORDER BY score LIMIT ?"
+    args = [*first, tenant_id, *(query.like or ()), *params]
+    if query.match:
+        check(query.match, query.cjk)
+    rows = _ranked(c, statement, args, query)
+    return [_hit(c, table, query, row, best) for row, best in rows]
+
+
+_probes = threading.local()
+
+
+def check(match: str, cjk: bool) -> None:
+    """QueryError if FTS5 rejects `match`: tried on an empty in-memory index first, so that
+    only the query's own faults (not the database's) become the caller's 400."""
+    probe: sqlite3.Connection | None = getattr(_probes, "conn", None)
+    if probe is None:
+        probe = _probes.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        probe.execute("CREATE VIRTUAL TABLE w USING fts5(body)")
+        probe.execute("CREATE VIRTUAL TABLE t USING fts5(body, tokenize = 'trigram')")
     try:
-        rows = c.execute(statement, [*args, query.limit]).fetchall()
-        return [_hit(c, table, query, int(row), float(best)) for row, best in rows]
+        probe.execute(f"SELECT rowid FROM {'t' if cjk else 'w'} WHERE body MATCH ?", (match,))
     except sqlite3.OperationalError as exc:
-        if "fts5" in str(exc) or "syntax error" in str(exc) or "no such column" in str(exc):
-            raise QueryError(f"malformed search query: {exc}") from exc
-        raise
+        reason = str(exc).removeprefix("fts5: ")
+        raise QueryError(f"the search query is malformed: {reason}") from None
+
+
+def _ranked(
+    c: sqlite3.Connection, statement: str, args: list[Any], query: SearchQuery
+) -> list[tuple[int, float]]:
+    """The best rows; grouped, the best row of each conversation, read a batch at a time (an
+    FTS5 rank cannot be aggregated in SQL) until `limit` conversations or the last match."""
+    if not query.group:
+        found = c.execute(statement, [*args, query.limit, 0]).fetchall()
+        return [(int(r), float(s)) for r, s in found]
+    best: dict[int, tuple[int, float]] = {}
+    batch, offset = max(100, query.limit * 20), 0
+    while len(best) < query.limit:
+        found = c.execute(statement, [*args, batch, offset]).fetchall()
+        for row, score in found:
+            best.setdefault(int(row) >> 32, (int(row), float(score)))
+            if len(best) == query.limit:
+                break
+        if len(found) < batch or offset >= GROUP_SCAN_ROWS:
+            break
+        offset += batch
+    return list(best.values())
 
 
 def _hit(
@@ -138,7 +169,7 @@ def _hit(
         marked = c.execute(
             f"SELECT snippet({table}, 0, ?, ?, '…', ?) FROM {table} "
             f"WHERE {table} MATCH ? AND rowid = ?",
-            (START, END, SNIPPET_TOKENS, query.match, row),
+            (START, END, SNIPPET_TOKENS * (4 if query.cjk else 1), query.match, row),
         ).fetchone()[0]
     else:
         body = c.execute(f"SELECT body FROM {table} WHERE rowid = ?", (row,)).fetchone()[0]

@@ -4,6 +4,7 @@ where it comes from, whether it needs approval, its timeout), what a call return
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,19 @@ class ToolOutput:
     error: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    """Whose turn a call runs in: a tool that reads Tether's own data (conversation_search)
+    answers from this tenant's only."""
+
+    tenant_id: str
+    conversation_id: str | None = None
+
+
+# a tenant's search, as the conversation_search tool runs it: (tenant, query, limit) → text
+Searcher = Callable[[str, str, int], Awaitable[ToolOutput]]
+
+
 class ToolSource(Protocol):
     """One place tools come from. `tools()` is what it offers now: a source that is down offers
     nothing. `call` returns the tool's output or raises (the registry turns any exception and
@@ -53,4 +67,6 @@ class ToolSource(Protocol):
 
     async def close(self) -> None: ...
 
-    async def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> ToolOutput: ...
+    async def call(
+        self, spec: ToolSpec, arguments: dict[str, Any], caller: Caller | None = None
+    ) -> ToolOutput: ...

@@ -1,4 +1,5 @@
-"""Tether's own tools, always available (unless a tenant or a request narrows them away)."""
+"""Tether's own tools, switched on by TETHER_BUILTIN_TOOLS (then a tenant or a request may
+narrow them away): `current_time`, and `conversation_search` over the caller's own tenant."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import datetime
 import zoneinfo
 from typing import Any
 
-from tether.tools.base import ToolOutput, ToolSpec
+from tether.tools.base import Caller, Searcher, ToolOutput, ToolSpec
 
 CURRENT_TIME = ToolSpec(
     name="current_time",
@@ -27,7 +28,28 @@ CURRENT_TIME = ToolSpec(
 )
 
 
-BUILTINS = {spec.name: spec for spec in (CURRENT_TIME,)}
+CONVERSATION_SEARCH = ToolSpec(
+    name="conversation_search",
+    description="Full-text search across this user's stored conversations (messages, tool "
+    "outputs and compaction summaries). Returns the best hits with their conversation id, "
+    'message seq and a snippet. Words must all occur; use "quotes" for a phrase, word* '
+    "for a prefix.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 512},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+    source="builtin",
+    remote_name="conversation_search",
+    timeout=10.0,
+)
+
+
+BUILTINS = {spec.name: spec for spec in (CURRENT_TIME, CONVERSATION_SEARCH)}
 
 
 class Builtins:
@@ -35,11 +57,12 @@ class Builtins:
 
     name = "builtin"
 
-    def __init__(self, enabled: list[str]) -> None:
+    def __init__(self, enabled: list[str], searcher: Searcher | None = None) -> None:
         unknown = sorted(set(enabled) - BUILTINS.keys())
         if unknown:
             raise ValueError(f"no built-in tool {unknown} (there are: {sorted(BUILTINS)})")
         self.enabled = [BUILTINS[name] for name in enabled]
+        self.searcher = searcher
 
     def tools(self) -> list[ToolSpec]:
         return list(self.enabled)
@@ -53,9 +76,16 @@ class Builtins:
     async def close(self) -> None:
         pass
 
-    async def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> ToolOutput:
+    async def call(
+        self, spec: ToolSpec, arguments: dict[str, Any], caller: Caller | None = None
+    ) -> ToolOutput:
         if spec.remote_name == "current_time":
             return current_time(arguments.get("timezone"))
+        if spec.remote_name == "conversation_search":
+            if self.searcher is None or caller is None:
+                return ToolOutput(text="conversation_search is not available here", error=True)
+            limit = int(arguments.get("limit") or 5)
+            return await self.searcher(caller.tenant_id, str(arguments["query"]), limit)
         return ToolOutput(text=f"no built-in tool {spec.remote_name!r}", error=True)
 
 

@@ -32,7 +32,7 @@ from mcp.types import PaginatedRequestParams
 from mcp_types import CONNECTION_CLOSED
 
 from tether.config_tools import McpServerConfig
-from tether.tools.base import ToolOutput, ToolSpec
+from tether.tools.base import Caller, ToolOutput, ToolSpec
 
 log = structlog.get_logger("tether.tools")
 
@@ -88,7 +88,10 @@ class McpServer:
                 await task
         self._mark_down()
 
-    async def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> ToolOutput:
+    async def call(
+        self, spec: ToolSpec, arguments: dict[str, Any], caller: Caller | None = None
+    ) -> ToolOutput:
+        """Call the tool (`caller` is not sent: an MCP server sees no tenant)."""
         session, down = self._session, self._down
         if session is None:
             raise ToolError(f"MCP server {self.name!r} is down")

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from tether.config import Settings
-from tether.tools.base import ToolOutput, ToolSource, ToolSpec
+from tether.tools.base import Caller, Searcher, ToolOutput, ToolSource, ToolSpec
 from tether.tools.builtin import Builtins
 
 log = structlog.get_logger("tether.tools")
@@ -50,12 +50,12 @@ def _allowed(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def build(settings: Settings) -> Registry | None:
+def build(settings: Settings, searcher: Searcher | None = None) -> Registry | None:
     """The registry the settings describe; None when no tool is configured (then every request
-    reaches the upstream as it came)."""
+    reaches the upstream as it came). `searcher`: the store's search, for conversation_search."""
     sources: list[ToolSource] = []
     if settings.builtin_tools:
-        sources.append(Builtins(settings.builtin_tools))
+        sources.append(Builtins(settings.builtin_tools, searcher))
     if settings.mcp_servers:
         from tether.tools.mcp_client import McpServer  # a heavy import: only when used
 
@@ -111,7 +111,7 @@ class Registry:
             offer[name] = spec
         return offer
 
-    async def run(self, spec: ToolSpec, raw_arguments: str) -> Ran:
+    async def run(self, spec: ToolSpec, raw_arguments: str, caller: Caller | None = None) -> Ran:
         """Run one call. Never raises (but for cancellation): a failure is an error output."""
         started = time.time()
         cap = self.settings.max_tool_output_chars
@@ -142,7 +142,7 @@ class Registry:
         source = found[1]
         try:
             async with asyncio.timeout(spec.timeout):
-                output = await source.call(spec, arguments)
+                output = await source.call(spec, arguments, caller)
         except TimeoutError:
             return done(
                 f"error: the tool {spec.name} did not answer within {spec.timeout:g} s", "timeout"
