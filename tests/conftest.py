@@ -19,6 +19,7 @@ FILES = {
     # e2e: they start a real server process (TetherServer, ScriptedUpstream) or a browser
     "test_bad_input.py": "e2e",
     "test_browser_sse.py": "e2e",
+    "test_browser_dashboard.py": "e2e",  # chromium drives /ui against tether serve
     "test_cli.py": "e2e",
     "test_clients.py": "e2e",  # tests/clients/: real client libraries against tether serve
     "test_crash.py": "e2e",
@@ -27,11 +28,13 @@ FILES = {
     "test_openapi.py": "e2e",
     "test_scripted_upstream.py": "e2e",
     "test_store_contract.py": "contract",
+    "test_store_manage.py": "contract",
     "test_cache.py": "unit",
     "test_chat_projection.py": "unit",
     "test_coordination.py": "unit",
     "test_compaction_cut.py": "unit",
     "test_docs.py": "unit",
+    "test_hermes_reader.py": "unit",  # reads the Hermes fixture and small SQLite files
     "test_ids.py": "unit",
     "test_ledger.py": "unit",
     "test_logs.py": "unit",  # runs short Python subprocesses, no server

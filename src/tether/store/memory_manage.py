@@ -208,17 +208,25 @@ def _count(text: str, term: str, prefix: bool, cjk: bool) -> int:
     return len(re.findall(r"(?<!\w)" + re.escape(term) + tail, lowered))
 
 
+def _all(text: str, terms: list[tuple[str, bool]], cjk: bool) -> int:
+    """How often the terms occur, if every one does (else 0)."""
+    counts = [_count(text, t, p, cjk) for t, p in terms]
+    return sum(counts) if counts and all(counts) else 0
+
+
 def _score(text: str, query: SearchQuery) -> int:
-    """How often the query's terms occur (0: no match). engine/search.py's `"a b" OR (a b)`
-    needs the words; the phrase only ranks."""
+    """How often the query's terms occur (0: no match). Understood: terms (all must occur),
+    `a OR b` without parentheses, and engine/search.py's `"a b" OR (a b)`, which needs the
+    words and ranks the phrase."""
+    like = [(w, True) for w in query.like or ()]
     boost = re.fullmatch(r'("[^"]*") OR \((.*)\)', query.match)
-    required = _terms(boost.group(2) if boost else query.match)
-    required += [(w, True) for w in query.like or ()]
-    counts = [_count(text, t, p, query.cjk) for t, p in required]
-    if not counts or not all(counts):
-        return 0
-    bonus = sum(_count(text, t, p, query.cjk) for t, p in _terms(boost.group(1))) if boost else 0
-    return sum(counts) + 10 * bonus
+    if boost is None and " OR " in query.match and "(" not in query.match:
+        alternatives = query.match.split(" OR ")
+        return sum(_all(text, _terms(a) + like, query.cjk) for a in alternatives)
+    found = _all(text, _terms(boost.group(2) if boost else query.match) + like, query.cjk)
+    if found and boost:
+        found += 10 * _all(text, _terms(boost.group(1)), query.cjk)
+    return found
 
 
 def _documents(
