@@ -10,16 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from tests.test_store_contract import (  # noqa: F401  (fixtures: pytest finds them by name)
-    append,
-    chat,
-    checkpoint,
-    create,
-    factory,
-    new_turn,
-    store,
-    unmigrated_store,
-)
+from tests.test_store_contract import append, chat, checkpoint, create, new_turn
+from tests.test_store_contract import factory as _factory  # noqa: F401  (the fixtures, by name)
+from tests.test_store_contract import store as _store  # noqa: F401
+from tests.test_store_contract import unmigrated_store as _unmigrated_store  # noqa: F401
 from tether.model import Message, ToolStep
 from tether.store.base import (
     ConversationFilter,
@@ -113,7 +107,7 @@ async def test_aliases_and_turns_are_listed(store: Store) -> None:
     second.started_at += 10
     await append(store, conv, chat(2, "y"), turn=second)
     turns = await store.list_turns(conv.pk)
-    assert [t.id for t in turns][0] == second.id and len(turns) == 2  # newest first
+    assert turns[0].id == second.id and len(turns) == 2  # newest first
     assert (turns[0].first_seq, turns[0].last_seq, turns[0].conversation_id) == (3, 4, "c")
     assert len(await store.list_turns(conv.pk, limit=1)) == 1
 
@@ -206,7 +200,7 @@ async def test_delete_removes_everything_the_conversation_owns(store: Store) -> 
     # the fork keeps its copied prefix, and no longer names a parent
     kept = await store.resolve("t", "survivor")
     assert kept is not None and kept.forked_from_id is None and kept.last_seq == 2
-    assert [m.content for m in await store.load_messages(fork.pk)][0] == "the zanzibar plan"
+    assert (await store.load_messages(fork.pk))[0].content == "the zanzibar plan"
     assert (await store.resolve("t", "keeper")) == keeper
     # searching finds the fork's copies (the message, the checkpoint it inherited), never the
     # deleted conversation's rows
