@@ -26,7 +26,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("logs",),  # process-wide logging set-up, done by the entry point; uses compaction's redact
     ("api", "web"),  # HTTP: the API, and the dashboard at /ui
     ("protocols",),  # Chat Completions today, Responses later: turn events → wire
-    ("engine",),  # one turn; no HTTP, no wire shapes
+    ("engine", "importing"),  # one turn (no HTTP, no wire shapes); other agents' files read in
     ("compaction", "coordination", "store", "upstream", "tools"),
     ("model", "config", "errors", "keys", "__init__"),  # the domain records and what all share
 )

@@ -1,6 +1,7 @@
-"""`tether serve | migrate | version | keys | conversations | tools | local-model`: one module
-per command group (serve.py: serve and migrate; keys.py; conversations.py; tools.py;
-local_model.py), the shared options and the store opener in common.py."""
+"""`tether serve | migrate | version | keys | conversations | import | tools | local-model`: one
+module per command group (serve.py: serve and migrate; keys.py; conversations.py; importing.py:
+import hermes; tools.py; local_model.py), the shared options and the store opener in
+common.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import typer
 
 from tether import __version__
 from tether.cli.conversations import conv_app
+from tether.cli.importing import import_app
 from tether.cli.keys import keys_app
 from tether.cli.local_model import local_app
 from tether.cli.serve import migrate, serve, setup_logging
@@ -26,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(conv_app, name="conversations")
+app.add_typer(import_app, name="import")
 app.add_typer(tools_app, name="tools")
 app.add_typer(local_app, name="local-model")
 app.command()(serve)
