@@ -8,6 +8,8 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.support import ScriptedUpstream, TetherServer
 
+pytest_plugins = ["tests.store_fixtures"]  # the stores of the contract suite
+
 # Each test file's kind, by its name (`pytest -m "not e2e"`: everything without a process):
 # unit (one module, no app), contract (every Store against the same suite), inprocess (the real
 # app over ASGI, FakeUpstream and a store: no process, no socket), e2e (real `tether serve` or

@@ -15,21 +15,16 @@ tests/test_sqlite_store.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
-from tether.store import open_store
 from tether.store.base import (
     IdempotencyKey,
     IdempotencyRecord,
@@ -40,8 +35,6 @@ from tether.store.base import (
     TurnCommit,
 )
 from tether.store.errors import ConflictError
-from tether.store.memory import MemoryStore
-from tether.store.memory_db import MemoryDatabase
 from tether.upstream.wire import chat_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -57,61 +50,6 @@ TABLES = {
     "idempotency_keys",
     "tool_steps",
 }
-
-StoreFactory = Callable[[Path, str], AbstractAsyncContextManager[Store]]
-
-
-@contextlib.asynccontextmanager
-async def sqlite_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
-    yield open_store(f"sqlite:///{tmp_path}/t.db", owner=owner)
-
-
-_MEMORY: dict[Path, MemoryDatabase] = {}  # a test's "database file", shared by its stores
-
-
-@contextlib.asynccontextmanager
-async def memory_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
-    yield MemoryStore(owner=owner, database=_MEMORY.setdefault(tmp_path, MemoryDatabase()))
-
-
-STORE_FACTORIES = [
-    pytest.param(sqlite_factory, id="sqlite"),
-    pytest.param(memory_factory, id="memory"),
-]
-
-
-@pytest.fixture(params=STORE_FACTORIES)
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    yield request.param
-    _MEMORY.pop(tmp_path, None)
-
-
-@pytest.fixture
-async def unmigrated_store(factory: StoreFactory, tmp_path: Path) -> AsyncIterator[Store]:
-    async with factory(tmp_path, "owner-a") as store:
-        await store.open()
-        try:
-            yield store
-        finally:
-            await store.close()
-
-
-@pytest.fixture
-async def store(unmigrated_store: Store) -> Store:
-    await unmigrated_store.migrate()
-    return unmigrated_store
-
-
-@pytest.fixture
-async def other_server(factory: StoreFactory, tmp_path: Path, store: Store) -> AsyncIterator[Store]:
-    """A second server's store (owner "owner-b") on the same database as `store`."""
-    async with factory(tmp_path, "owner-b") as other:
-        await other.open()
-        try:
-            yield other
-        finally:
-            await other.close()
-
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -1292,9 +1230,10 @@ async def test_every_store_method_is_tested() -> None:
         for name, member in inspect.getmembers(Store, inspect.isfunction)
         if not name.startswith("_")
     }
+    import tests.store_fixtures as fixtures  # open, migrate, close
     import tests.test_store_manage as manage  # the contract's second part
 
-    sources = inspect.getsource(sys.modules[__name__]) + inspect.getsource(manage)
+    sources = "".join(inspect.getsource(m) for m in (sys.modules[__name__], manage, fixtures))
     called = set(re.findall(r"\.(\w+)\(", sources))
     assert methods - called == set(), "Store methods no test here calls"
     assert len(methods) > 20

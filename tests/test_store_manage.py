@@ -11,9 +11,6 @@ from dataclasses import replace
 import pytest
 
 from tests.test_store_contract import append, chat, checkpoint, create, new_turn
-from tests.test_store_contract import factory as _factory  # noqa: F401  (the fixtures, by name)
-from tests.test_store_contract import store as _store  # noqa: F401
-from tests.test_store_contract import unmigrated_store as _unmigrated_store  # noqa: F401
 from tether.model import Message, ToolStep
 from tether.store.base import (
     ConversationFilter,
