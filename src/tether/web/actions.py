@@ -22,10 +22,10 @@ from tether.web.session import (
     Session,
     anonymous,
     base_of,
-    clear_cookie,
     current,
     engine_of,
     set_cookie,
+    sign_out,
     signed_in,
     signer_of,
 )
@@ -92,7 +92,7 @@ async def login(request: Request, form: Mapping[str, str]) -> Response:
 
 async def logout(request: Request, session: Session, form: Mapping[str, str]) -> Response:
     response = see_other(f"{base_of(request)}/login")
-    clear_cookie(request, response)
+    sign_out(request, response)
     return response
 
 

@@ -103,6 +103,13 @@ async def login_page(request: Request) -> Response:
         return await error_page(request, None, exc)
 
 
+async def not_found(request: Request) -> Response:
+    """Any other path under /ui: a page, not the API's JSON."""
+    return await page(
+        request, None, "error.html", 404, code=404, message="there is no such dashboard page"
+    )
+
+
 routes: list[BaseRoute] = [
     Route("/", guarded(views.home), methods=["GET"]),
     Route("/login", login_page, methods=["GET", "POST"]),
@@ -114,4 +121,5 @@ routes: list[BaseRoute] = [
     Route("/c/{conversation_id}/delete", guarded(actions.delete), methods=["POST"]),
     Route("/c/{conversation_id}/export", guarded(actions.export), methods=["GET"]),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    Route("/{rest:path}", not_found),
 ]

@@ -30,6 +30,7 @@ COOKIE = "tether_ui"
 LIFETIME = 12 * 3600.0  # a signed-in session lasts this long (seconds), then signs in again
 ANONYMOUS_LIFETIME = 3600.0  # an anonymous (sign-in form) session
 STATE_ATTR = "tether_web_signer"  # on app.state: the process's Signer
+MAX_ENDED = 10_000  # signed-out sessions remembered before the expired ones are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,18 @@ class Session:
 
 
 class Signer:
+    """Signs and reads cookies; remembers the sessions signed out here until they expire
+    (in this process: a restart with a fixed `ui_secret`, or another replica, forgets them)."""
+
     def __init__(self, secret: str | None) -> None:
         self._key = (secret or secrets.token_urlsafe(32)).encode()
+        self._ended: dict[str, float] = {}  # sid -> its expiry
+
+    def end(self, claims: Claims) -> None:
+        now = time.time()
+        if len(self._ended) >= MAX_ENDED:
+            self._ended = {sid: exp for sid, exp in self._ended.items() if exp > now}
+        self._ended[claims.sid] = claims.expires
 
     def _mac(self, data: bytes) -> bytes:
         return hmac.new(self._key, data, hashlib.sha256).digest()
@@ -83,6 +94,8 @@ class Signer:
         if not all(isinstance(v, str) for v in (sid, key_hash, tenant)):
             return None
         if not isinstance(expires, int | float) or expires <= time.time():
+            return None
+        if sid in self._ended:
             return None
         return Claims(sid, key_hash, tenant, float(expires))
 
@@ -162,6 +175,15 @@ def set_cookie(request: Request, response: Response, value: str, max_age: float)
         samesite="lax",
         secure=request.url.scheme == "https",
     )
+
+
+def sign_out(request: Request, response: Response) -> None:
+    """End the request's session here (its cookie, replayed, is refused) and clear it."""
+    signer = signer_of(request)
+    claims = signer.read(request.cookies.get(COOKIE))
+    if claims is not None:
+        signer.end(claims)
+    clear_cookie(request, response)
 
 
 def clear_cookie(request: Request, response: Response) -> None:
