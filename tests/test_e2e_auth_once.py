@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 
 from tests.support import ScriptedUpstream, TetherServer
+from tests.test_inprocess_gate import BODIES, QUERIES, STATUSES
 from tether.api.gate import OPEN_PATHS
 from tether.api.routes import routes
 
@@ -44,6 +45,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
         turn_path = conv + "/turns/{turn_id}"
         ids = {"conversation_id": "rate-1", "turn_id": turn, "model_id": "scripted"}
         ids["call_id"] = "call-none"
+        ids["session_id"] = "rate-1"
         requests = [
             ("GET", turn_path + "/events"),
             ("GET", turn_path),
@@ -56,6 +58,16 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("POST", turn_path + "/approvals/{call_id}"),  # none waits: 404, after its token
             ("GET", "/v1/models"),
             ("GET", "/v1/models/{model_id:path}"),
+            ("GET", "/v1/conversations"),
+            ("PATCH", conv),
+            ("POST", conv + "/fork"),
+            ("POST", conv + "/messages"),
+            ("GET", conv + "/export"),
+            ("GET", "/v1/search"),
+            ("GET", "/api/sessions"),
+            ("GET", "/api/sessions/{session_id}"),
+            ("GET", "/api/sessions/{session_id}/messages"),
+            ("DELETE", conv),  # last
         ]
         # every authenticated route: the chat request above, and one of each other one here
         assert {("POST", CHAT), *requests} == authenticated_routes()
@@ -67,13 +79,21 @@ def test_one_request_takes_one_token_of_the_rate_limit(
                 assert resp.status_code == 404, (url, resp.text)
                 assert resp.json()["error"]["code"] == "approval_not_found"
                 continue
-            resp = httpx2.request(method, url, headers=auth, timeout=30)
-            assert resp.status_code == 200, (method, url, resp.status_code, resp.text)
+            resp = httpx2.request(
+                method,
+                url,
+                headers=auth,
+                json=BODIES.get((method, template)),
+                params=QUERIES.get(template),
+                timeout=30,
+            )
+            want = STATUSES.get((method, template), 200)
+            assert resp.status_code == want, (method, url, resp.status_code, resp.text)
         # the open routes take no token: the next request still has the bucket's one
         time.sleep(1.1)
         for path in sorted(OPEN_PATHS):
             assert httpx2.get(srv.url + path, timeout=30).status_code == 200, path
-        base = f"{srv.url}/v1/conversations/rate-1/turns/{turn}"
+        base = f"{srv.url}/v1/models"
         first = httpx2.get(base, headers=auth, timeout=30)
         second = httpx2.get(base, headers=auth, timeout=30)
         assert first.status_code == 200

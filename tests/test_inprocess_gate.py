@@ -39,6 +39,25 @@ def tokens_left(tc: TestClient) -> float:
     return float(limiter._buckets[hash_key(KEY)][0])
 
 
+# what a route needs to answer 2xx: a body, a query string, its success status
+BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("PATCH", "/v1/conversations/{conversation_id}"): {"title": "renamed"},
+    ("POST", "/v1/conversations/{conversation_id}/fork"): {"at_seq": 1},
+    ("POST", "/v1/conversations/{conversation_id}/messages"): {
+        "messages": [{"role": "user", "content": "appended"}]
+    },
+    ("POST", "/v1/conversations/{conversation_id}/turns/{turn_id}/approvals/{call_id}"): {
+        "decision": "deny"
+    },
+}
+QUERIES = {"/v1/search": {"q": "x"}}
+STATUSES = {
+    ("POST", "/v1/conversations/{conversation_id}/fork"): 201,
+    # no call waits: that route answers 404, after its token
+    ("POST", "/v1/conversations/{conversation_id}/turns/{turn_id}/approvals/{call_id}"): 404,
+}
+
+
 def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
     tc = client
     auth = {"Authorization": f"Bearer {KEY}", "X-Tether-Conversation": "gate-1"}
@@ -47,23 +66,25 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     ids = {"conversation_id": "gate-1", "turn_id": r.headers["x-tether-turn"]}
     ids["model_id"] = "scripted"
-    ids["call_id"] = "call-none"  # no call waits: that route answers 404, after its token
+    ids["session_id"] = "gate-1"
+    ids["call_id"] = "call-none"
     seen = set()
-    for route in routes:
-        for method in sorted(getattr(route, "methods", None) or ()):
-            if method == "HEAD" or route.path in OPEN_PATHS or route.path == CHAT:
-                continue
-            before = tokens_left(tc)
-            url = route.path.replace(":path}", "}").format(**ids)
-            if route.path.endswith("/approvals/{call_id}"):
-                resp = tc.request(method, url, headers=auth, json={"decision": "deny"})
-                assert resp.status_code == 404, (method, url, resp.text)
-            else:
-                resp = tc.request(method, url, headers=auth)
-                assert resp.status_code == 200, (method, url, resp.text)
-            assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
-            seen.add((method, route.path))
-    assert len(seen) == 11
+    every = [
+        (method, route.path)
+        for route in routes
+        for method in sorted(getattr(route, "methods", None) or ())
+        if method != "HEAD" and route.path not in OPEN_PATHS and route.path != CHAT
+    ]
+    for method, path in sorted(every, key=lambda mp: mp[0] == "DELETE"):  # the delete last
+        before = tokens_left(tc)
+        url = path.replace(":path}", "}").format(**ids)
+        resp = tc.request(
+            method, url, headers=auth, json=BODIES.get((method, path)), params=QUERIES.get(path)
+        )
+        assert resp.status_code == STATUSES.get((method, path), 200), (method, url, resp.text)
+        assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
+        seen.add((method, path))
+    assert len(seen) == 21
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

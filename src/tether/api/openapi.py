@@ -57,6 +57,8 @@ def _answer(answer: Answer) -> Schema:
         content[JSON] = {"schema": ref("schemas", answer.schema) if answer.schema else ANY_OBJECT}
     if answer.sse:
         content[SSE] = {"schema": ref("schemas", "ChatCompletionEvent")}
+    if answer.text:
+        content[answer.text] = {"schema": {"type": "string"}}
     out: Schema = {"description": answer.description}
     if answer.headers:
         out["headers"] = {h: ref("headers", HEADER_COMPONENTS[h]) for h in answer.headers}

@@ -93,8 +93,9 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         parameters=("ListLimit", "ListAfter", *_FILTERS),
         answers=(Answer(description="A page of conversations.", schema="ConversationList"),),
         errors={
-            400: "A bad limit, an `after` naming no conversation, or a filter that is not a "
-            "number where one is needed (invalid_request).",
+            400: "A bad limit, or a filter that is not a number where one is needed "
+            "(invalid_request).",
+            404: "`after` names no conversation of the tenant (conversation_not_found).",
             503: _STORAGE,
         },
     ),
@@ -209,7 +210,13 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         tag="conversations",
         summary="The whole transcript, checkpoints marked, as JSON or Markdown",
         parameters=("ConversationId", "ExportFormat"),
-        answers=(Answer(description="The export (a download).", schema=None),),
+        answers=(
+            Answer(
+                description="The export, as a download: JSON, or text/markdown.",
+                schema="ConversationExport",
+                text="text/markdown",
+            ),
+        ),
         errors={**_READ, 400: _BAD_ID[:-1] + ", or an unknown format (invalid_request)."},
     ),
     Operation(

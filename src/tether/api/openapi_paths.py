@@ -19,6 +19,7 @@ class Answer:
     headers: tuple[str, ...] = ()
     json: bool = True
     sse: bool = False
+    text: str | None = None  # another media type answered (a string body), e.g. text/markdown
     links: Literal["conversation", "turn"] | None = None
 
 

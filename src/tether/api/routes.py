@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from tether.errors import TetherError
 from tether.model import Conversation
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+Endpoint = Callable[[Request], Awaitable[Response]]
 MESSAGES_PAGE = 1000  # messages per page of GET …/messages, by default
 MESSAGES_PAGE_MAX = 10_000
 
@@ -134,31 +136,30 @@ async def health(request: Request) -> Response:
     return json_response(body, 503 if failing else 200, {"Retry-After": "5"} if failing else None)
 
 
+def by_method(path: str, **handlers: Endpoint) -> Route:
+    """One route answering several methods (so a 405 lists them all in Allow)."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method if request.method != "HEAD" else "GET"](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 routes = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/v1/conversations", conversations.list_conversations, methods=["GET"]),
-    Route(
+    by_method(
         "/v1/conversations/{conversation_id}",
-        conversations.get_conversation,
-        methods=["GET"],
+        GET=conversations.get_conversation,
+        PATCH=conversations.patch_conversation,
+        DELETE=conversations.delete_conversation,
     ),
-    Route(
-        "/v1/conversations/{conversation_id}",
-        conversations.patch_conversation,
-        methods=["PATCH"],
-    ),
-    Route(
-        "/v1/conversations/{conversation_id}",
-        conversations.delete_conversation,
-        methods=["DELETE"],
-    ),
-    Route("/v1/conversations/{conversation_id}/messages", get_messages, methods=["GET"]),
-    Route(
+    by_method(
         "/v1/conversations/{conversation_id}/messages",
-        conversations.append_messages,
-        methods=["POST"],
+        GET=get_messages,
+        POST=conversations.append_messages,
     ),
     Route(
         "/v1/conversations/{conversation_id}/fork",

@@ -68,6 +68,39 @@ class MessagesAppended(TypedDict):
     last_seq: int
 
 
+class ExportedConversation(TypedDict):
+    id: str
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    metadata: dict[str, str]
+    aliases: list[str]
+    forked_from: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+
+class ExportedCheckpoint(TypedDict):
+    epoch: Count
+    covers_through_seq: Count
+    summary: str | None
+    tokens_before: int | None
+    tokens_after: int | None
+    model: str | None
+    created_at: float
+
+
+class ConversationExport(TypedDict):
+    """The whole transcript (`format=json`; `format=markdown` answers text/markdown instead),
+    which `tether conversations import` reads back."""
+
+    object: Literal["tether.conversation.export"]
+    version: Literal[1]
+    conversation: ExportedConversation
+    messages: list[dict[str, Any]]
+    checkpoints: list[ExportedCheckpoint]
+
+
 class SearchHitBody(TypedDict):
     conversation_id: str
     title: str | None
@@ -142,6 +175,7 @@ MANAGE_SHAPES = {
     "ConversationList": ConversationList,
     "ConversationDeleted": ConversationDeleted,
     "MessagesAppended": MessagesAppended,
+    "ConversationExport": ConversationExport,
     "SearchResults": SearchResults,
     "HermesSession": HermesSession,
     "HermesSessionList": HermesSessionList,

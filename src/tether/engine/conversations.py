@@ -63,7 +63,10 @@ async def list_page(
         last = await engine.store.resolve(tenant_id, after)
         if last is None:
             raise TetherError(
-                400, "invalid_request", f"after: no conversation {after!r}", param="after"
+                404,
+                "conversation_not_found",
+                f"after: conversation {after!r} does not exist",
+                param="after",
             )
     rows = await engine.store.list_conversations(tenant_id, limit + 1, after=last, filters=filters)
     return Page(items=rows[:limit], has_more=len(rows) > limit)
@@ -106,12 +109,16 @@ async def detail(engine: Engine, conv: Conversation) -> dict[str, Any]:
     }
 
 
+def _stale(version: int, detail: str) -> TetherError:
+    return TetherError(412, "precondition_failed", detail, headers={"ETag": etag(version)})
+
+
 def _precondition(conv: Conversation, if_match: str | None) -> None:
     if if_match is not None and not matches(if_match, conv.last_seq):
-        raise TetherError(
-            412,
-            "precondition_failed",
-            f"If-Match {if_match} is not the conversation's version {etag(conv.last_seq)}",
+        raise _stale(
+            conv.last_seq,
+            f"the conversation is at version {etag(conv.last_seq)}, not {if_match}; "
+            "reload it and retry",
         )
 
 
@@ -124,6 +131,8 @@ async def update(
     metadata: dict[str, str] | None = None,
     if_match: str | None = None,
 ) -> Conversation:
+    if if_match is not None and not if_match.strip():
+        if_match = None  # an empty header names no version
     _precondition(conv, if_match)
     try:
         return await engine.store.update_conversation(
@@ -134,7 +143,8 @@ async def update(
             expected_last_seq=conv.last_seq if if_match is not None else None,
         )
     except ConflictError as exc:
-        raise TetherError(412, "precondition_failed", str(exc)) from exc
+        now = await engine.store.resolve(conv.tenant_id, conv.id)
+        raise _stale(now.last_seq if now else conv.last_seq, str(exc)) from exc
 
 
 async def delete(engine: Engine, conv: Conversation) -> dict[str, int]:

@@ -37,8 +37,8 @@ def build(q: str, *, group: bool, limit: int, filters: ConversationFilter | None
     if SYNTAX.search(text):  # the caller wrote FTS5 syntax: theirs to get right
         return SearchQuery(match=text, cjk=cjk, group=group, limit=limit, filters=filters)
     words = WORD.findall(text)
-    if not words:
-        raise TetherError(400, "invalid_request", "q: no word to search for", param="q")
+    if not words:  # punctuation only: nothing any text could match
+        return SearchQuery(match="", cjk=False, group=group, limit=0, filters=filters)
     like: list[str] = []
     if cjk:  # trigrams: a word under three characters cannot be looked up, only scanned for
         like = [w for w in words if len(w) < 3]
@@ -62,6 +62,8 @@ async def search(
     filters: ConversationFilter | None = None,
 ) -> list[SearchHit]:
     query = build(q, group=group, limit=limit, filters=filters)
+    if query.limit == 0:
+        return []
     try:
         return await engine.store.search(tenant_id, query)
     except QueryError as exc:
@@ -71,7 +73,8 @@ async def search(
 async def tool_search(store: Store, tenant_id: str, q: str, limit: int) -> ToolOutput:
     """The `conversation_search` tool: the tenant's best hits as text the model reads."""
     try:
-        hits = await store.search(tenant_id, build(q, group=False, limit=limit, filters=None))
+        query = build(q, group=False, limit=limit, filters=None)
+        hits = await store.search(tenant_id, query) if query.limit else []
     except (TetherError, QueryError) as exc:
         return ToolOutput(text=f"error: {getattr(exc, 'message', exc)}", error=True)
     if not hits:
