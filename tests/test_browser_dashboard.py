@@ -162,6 +162,8 @@ def test_sign_in_then_the_compacted_conversation_shows_its_marker_and_summary(
     context: Any, srv: TetherServer, zoo: str
 ) -> None:
     page = context.new_page()
+    console: list[str] = []  # a blocked inline script or style (CSP) would show here
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     posted = sign_in(page, srv.keys["acme"], f"/ui/c/{zoo}")
     assert posted.status == 303
     assert page.url == f"{srv.url}/ui/c/{zoo}"  # back where the redirect came from
@@ -193,6 +195,11 @@ def test_sign_in_then_the_compacted_conversation_shows_its_marker_and_summary(
     call.locator("summary").click()
     assert call.locator("pre").inner_text() == '{"animal": "quokka"}'
     assert "call_weigh" in page.locator("details.tool-result summary").inner_text()
+    page.click("button[data-fold=open]")  # the page's one script: unfold / fold all
+    folds = "() => [...document.querySelectorAll('.transcript details')].map(d => d.open)"
+    assert page.evaluate(folds) == [True, True, True]
+    page.click("button[data-fold=close]")
+    assert page.evaluate(folds) == [False, False, False]
     # the context bar, the turns with their status
     assert page.locator(".context svg.bar line.threshold").count() == 1
     assert page.locator(".turns tbody tr").count() == 7
@@ -203,6 +210,7 @@ def test_sign_in_then_the_compacted_conversation_shows_its_marker_and_summary(
     headers = page.goto(f"/ui/c/{zoo}").headers  # type: ignore[union-attr]
     assert "default-src 'self'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+    assert console == []
     if os.environ.get("TETHER_DOCS_SCREENSHOT"):
         shoot(context, zoo)
 
