@@ -22,7 +22,6 @@ FILES = {
     "test_bad_input.py": "e2e",
     "test_browser_sse.py": "e2e",
     "test_browser_dashboard.py": "e2e",  # chromium drives /ui against tether serve
-    "test_browser_dashboard.py": "e2e",  # chromium drives /ui against tether serve
     "test_cli.py": "e2e",
     "test_clients.py": "e2e",  # tests/clients/: real client libraries against tether serve
     "test_crash.py": "e2e",
