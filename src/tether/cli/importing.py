@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def import_hermes(
     try:
         result = read_hermes(path, system_prompt=system_prompt)
     except HermesImportError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
     async def run(store: Store) -> WriteReport:
@@ -70,7 +71,7 @@ def import_hermes(
 
 def show_summary(result: HermesImport, report: WriteReport, tenant: str) -> None:
     out = Console(highlight=False)
-    table = Table("", "count", title=f"Hermes import into tenant {tenant!r}")
+    table = Table("", "count", title=escape(f"Hermes import into tenant {tenant!r}"))
     table.add_row("sessions read", str(result.sessions_read))
     table.add_row(
         "conversations imported", f"{len(report.imported)} of {len(result.conversations)}"
@@ -85,11 +86,11 @@ def show_summary(result: HermesImport, report: WriteReport, tenant: str) -> None
     for reason, n in reasons.items():
         table.add_row(f"skipped sessions: {reason}", str(n))
     out.print(table)
-    for s in result.skipped:
-        out.print(f"skipped {s.session_id}: {s.reason}")
-    for note in result.notes:
-        out.print(f"note: {note}")
+    lines = [f"skipped {s.session_id}: {s.reason}" for s in result.skipped]
+    lines += [f"note: {note}" for note in result.notes]
     if result.conversations and not report.imported:
-        out.print(f"nothing imported: every conversation of this file is already in {tenant!r}")
+        lines.append(f"nothing imported: every conversation of this file is already in {tenant!r}")
     elif not result.conversations:
-        out.print("nothing imported: the file holds no conversation to import")
+        lines.append("nothing imported: the file holds no conversation to import")
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)
