@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tether.api.auth import OPEN_TENANT
 from tether.cli.common import ConfigOpt, DbOpt, err, with_store
 from tether.config import load_settings
 from tether.importing import HermesImport, HermesImportError, read_hermes
 from tether.importing.write import WriteReport, write_conversations
+from tether.keys import OPEN_TENANT
 from tether.store.base import Store
 
 import_app = typer.Typer(help="Import conversations from elsewhere.", no_args_is_help=True)
