@@ -260,7 +260,9 @@ class SqliteStore:
         )
 
     async def delete_conversation(self, conversation_pk: int) -> dict[str, int]:
-        return await self.db.write(lambda c: manage.delete(c, conversation_pk))
+        removed = await self.db.write(lambda c: manage.delete(c, conversation_pk))
+        await self.db.truncate_wal()
+        return removed
 
     async def fork_conversation(
         self, tenant_id: str, conversation_pk: int, at_seq: int, new_id: str

@@ -114,6 +114,9 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # a deleted row's bytes are overwritten, not left in a free page: a deleted
+        # conversation is gone from the file (no cost to a turn, which deletes nothing)
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         if not autocheckpoint:
@@ -256,6 +259,19 @@ class Database:
             log.warning("store.checkpoint_failed", error=str(exc))
         finally:
             self._checkpointing = False
+
+    async def truncate_wal(self) -> None:
+        """Copy the WAL into the database and empty it, on the writer thread, so what a delete
+        overwrote is not kept in the log either. Best effort: a reader in the way only delays it
+        to a later checkpoint."""
+
+        def run() -> None:
+            try:
+                self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("store.checkpoint_failed", error=str(exc))
+
+        await asyncio.get_running_loop().run_in_executor(self._writer, run)
 
     async def close(self) -> None:
         def close_all() -> None:
