@@ -28,10 +28,18 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("protocols",),  # Chat Completions today, Responses later: turn events → wire
     ("engine", "importing"),  # one turn (no HTTP, no wire shapes); other agents' files read in
     ("compaction", "coordination", "store", "upstream", "tools"),
-    ("model", "config", "errors", "keys", "__init__"),  # the domain records and what all share
+    (
+        "model",
+        "config",
+        "config_tools",
+        "errors",
+        "keys",
+        "__init__",
+    ),  # the domain records and what all share
 )
 # Imports allowed between packages of one tier, as (importing package, imported module) -> why.
 SIBLINGS: dict[tuple[str, str], str] = {
+    ("config", "tether.config_tools"): "the settings hold the tool records (split for size)",
     ("compaction", "tether.upstream.wire"): "tokens are counted on a message as the upstream "
     "receives it",
     ("api", "tether.web"): "the app mounts the dashboard's routes at /ui (web never imports api)",

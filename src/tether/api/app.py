@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
 from starlette.applications import Starlette
@@ -23,6 +24,7 @@ from tether.api.routes import routes
 from tether.api.state import AppState
 from tether.compaction import tokens
 from tether.config import Settings
+from tether.engine.search import tool_search
 from tether.engine.service import Engine
 from tether.errors import TetherError
 from tether.store import open_store
@@ -92,7 +94,7 @@ async def _start(
     await db.open()
     await db.migrate()
     up = upstream if upstream is not None else make_upstream(settings)
-    tools = registry.build(settings)
+    tools = registry.build(settings, partial(tool_search, db))
     if tools is not None:
         await tools.start()  # each MCP server connects in the background; down ones retry
     engine = Engine(db, up, settings, errors=error_of, tools=tools)

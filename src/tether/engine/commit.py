@@ -15,6 +15,7 @@ from tether.engine.cache import extended
 from tether.engine.events import Finished
 from tether.engine.fingerprint import chain, is_history
 from tether.engine.target import Target
+from tether.engine.titles import title_later
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
 from tether.model import Conversation, Message
@@ -102,9 +103,12 @@ def history_after(target: Target, produced: list[Message]) -> dict[str, Any]:
 
 
 def _remember(run: TurnRun, updated: Conversation, produced: list[Message]) -> None:
-    """Keep the conversation's view in memory with the turn's messages appended."""
+    """Keep the conversation's view in memory with the turn's messages appended (and, for a
+    conversation this turn created, have it named if TETHER_TITLES=auto)."""
     target = run.target
     assert target is not None
+    if target.creates is not None and target.creates.forked_from_pk is None:
+        title_later(run.deps, updated, [*target.plan.new, *produced])
     key = (target.tenant_id, updated.id)
     views = run.deps.views
     cached = views.get(key)
