@@ -124,6 +124,24 @@ def continue_on_old_ids(srv: TetherServer, upstream: ScriptedUpstream) -> None:
         ("user", "Relay A14 via middle"),
         ("assistant", "echo: Relay A14 via middle"),
     ]
+    # the Hermes-compatible reads: any id of the chain is the one session
+    session = httpx2.get(f"{srv.url}/api/sessions/{middle}").json()
+    assert (session["id"], session["_lineage_root_id"], session["aliases"]) == (
+        root,
+        root,
+        [middle, tip],
+    )
+    assert session["source"] == "api_server" and session["message_count"] == 32
+    rows = httpx2.get(f"{srv.url}/api/sessions/{tip}/messages").json()
+    assert rows["session_id"] == root and [r["id"] for r in rows["data"]] == list(range(1, 33))
+    assert rows["data"][-1]["content"] == "echo: Relay A14 via middle"
+    sessions = httpx2.get(f"{srv.url}/api/sessions", params={"limit": 50}).json()["data"]
+    assert len(sessions) == 7
+    fork = next(s for s in sessions if s["id"] == "plan-trip-4a9d-alt")
+    assert (
+        fork["parent_session_id"] == "plan-trip-4a9d"
+        and fork["title"] == "trip plan, coastal route"
+    )
     tool = next(m for m in data if m.get("tool_calls"))
     assert tool["content"] is None
     assert tool["tool_calls"][0]["function"]["name"] == "todo"

@@ -31,12 +31,12 @@ def _session(conv: Conversation, aliases: list[str]) -> HermesSession:
     return {
         "id": conv.id,
         "source": meta.get("hermes_source") or meta.get("source") or "tether",
-        "user_id": meta.get("user_id"),
+        "user_id": meta.get("hermes_user_id") or meta.get("user_id"),
         "model": conv.model,
         "title": conv.title,
         "started_at": conv.created_at,
         "ended_at": None,
-        "end_reason": None,
+        "end_reason": meta.get("hermes_end_reason"),  # an imported session's, as Hermes had it
         "message_count": conv.last_seq,
         "parent_session_id": conv.forked_from_id,
         "last_active": conv.updated_at,
