@@ -59,7 +59,9 @@ async def test_keyset_pages_cover_every_conversation_once_newest_first(store: St
 async def test_list_filters(store: Store) -> None:
     a = await create(store, "t", "alpha", chat(2), title="Trip to Lisbon", model="m1")
     await create(store, "t", "beta", chat(2), title="Budget review", model="m2")
-    await store.update_conversation(a.pk, metadata={"team": "travel", "tier": "gold"})
+    await store.update_conversation(
+        a.pk, metadata={"team": "travel", "tier": "gold", 'odd "key".$[0]': "v"}
+    )
     fork = await store.fork_conversation("t", a.pk, 1, "alpha-fork")
     assert await ids(store, filters=ConversationFilter(title="lisbon")) == ["alpha-fork", "alpha"]
     assert await ids(store, filters=ConversationFilter(model="m2")) == ["beta"]
@@ -68,6 +70,8 @@ async def test_list_filters(store: Store) -> None:
         "alpha-fork",
         "alpha",
     ]  # a fork keeps its parent's metadata
+    odd = ConversationFilter(metadata={'odd "key".$[0]': "v"})
+    assert await ids(store, filters=odd) == ["alpha-fork", "alpha"]
     both = ConversationFilter(metadata={"team": "travel", "tier": "silver"})
     assert await ids(store, filters=both) == []
     after = ConversationFilter(created_after=fork.created_at - 0.000001)

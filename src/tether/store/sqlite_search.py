@@ -95,9 +95,11 @@ def filter_sql(filters: ConversationFilter | None, alias: str = "c") -> tuple[st
             f"WHERE f.tenant_id = {alias}.tenant_id AND f.id = ?)"
         )
         params.append(filters.forked_from)
-    for key, value in (filters.metadata or {}).items():
-        parts.append(f"json_extract({alias}.metadata, ?) = ?")
-        params.extend(['$."' + key.replace('"', '""') + '"', value])
+    for key, value in (filters.metadata or {}).items():  # any key: no JSON path to escape
+        parts.append(
+            f"EXISTS (SELECT 1 FROM json_each({alias}.metadata) m WHERE m.key = ? AND m.value = ?)"
+        )
+        params.extend([key, value])
     return "".join(" AND " + p for p in parts), params
 
 
