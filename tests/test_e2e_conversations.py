@@ -175,9 +175,11 @@ def test_delete_removes_every_row_from_the_file(srv: Srv, upstream: ScriptedUpst
     assert len(turn_ids) == 3
     assert rows(db, "SELECT count(*) FROM idempotency_keys WHERE conversation_pk = ?", pk) == [(1,)]
 
+    via_alias = srv.chat("doomed-old", "a turn by the alias")  # (the server remembers it)
+    assert via_alias.headers["x-tether-conversation"] == "doomed"
     r = srv.call("DELETE", "/v1/conversations/doomed-old")  # by its alias
     assert r.status_code == 200, r.text
-    assert r.json()["deleted"] is True and r.json()["removed"]["messages"] == 6
+    assert r.json()["deleted"] is True and r.json()["removed"]["messages"] == 8
 
     for sql in (
         "SELECT count(*) FROM conversations WHERE pk = ?",
@@ -206,6 +208,8 @@ def test_delete_removes_every_row_from_the_file(srv: Srv, upstream: ScriptedUpst
     assert fork["message_count"] == 2 and fork["forked_from"] is None
     for name in ("doomed", "doomed-old"):
         assert srv.call("GET", f"/v1/conversations/{name}").status_code == 404
+    # a turn on the alias now starts a conversation of that name
+    assert srv.chat("doomed-old", "anew").headers["x-tether-conversation"] == "doomed-old"
     again = srv.call(
         "POST",
         "/v1/chat/completions",

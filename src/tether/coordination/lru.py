@@ -62,6 +62,13 @@ class Lru(Generic[K, V]):
             _, old = self._items.popitem(last=False)
             self.weight -= self.weigh(old)
 
+    def drop_where(self, doomed: Callable[[K, V], bool]) -> int:
+        """Drop every entry `doomed(key, value)` picks (a scan: for rare events); how many."""
+        keys = [k for k, v in self._items.items() if doomed(k, v)]
+        for k in keys:
+            self.drop(k)
+        return len(keys)
+
     def drop(self, key: K) -> None:
         self._wrote(key)
         old = self._items.pop(key, None)

@@ -152,6 +152,9 @@ async def delete(engine: Engine, conv: Conversation) -> dict[str, int]:
     async with engine.coordinator.hold(conv.tenant_id, conv.id, reject=True):
         removed = await engine.store.delete_conversation(conv.pk)
     engine.views.drop((conv.tenant_id, conv.id))
+    # the ids (its own, its aliases) that resolved to it name nothing now: a next turn on one
+    # starts a conversation of that name
+    engine.deps.canonical.drop_where(lambda k, v: k[0] == conv.tenant_id and v == conv.id)
     return removed
 
 
