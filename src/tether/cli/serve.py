@@ -152,6 +152,7 @@ def _banner(settings: Settings, keys: int, local_model: bool = False) -> None:
         upstream += " (the bundled local model; Gemma terms apply to its weights)"
     err.print(f"[bold]Tether {__version__}[/bold]")
     err.print(f"  listening  http://{settings.host}:{settings.port}")
+    err.print(f"  dashboard  http://{settings.host}:{settings.port}/ui/")
     err.print(f"  database   {settings.database_url}")
     err.print(f"  upstream   {upstream}")
     if settings.default_model:
