@@ -106,3 +106,56 @@ def test_tools_list_shows_each_tool_its_source_and_a_server_that_is_down(tmp_pat
     assert "mcp:ghost" in rows["—"] and "down" in rows["—"]
     none = srv.cli("tools", "list")
     assert none.returncode == 0 and "no tools configured" in none.stdout
+
+
+def test_conversations_import_ls_show_export_rm(tmp_path: Path) -> None:
+    """The conversations commands on a file, no server: an export imported, listed, shown
+    (checkpoint marked), exported again identically, then removed."""
+    import orjson
+
+    srv = TetherServer(tmp_path / "cli.db", None, COLUMNS="200")  # the table on one line
+    export = {
+        "object": "tether.conversation.export",
+        "version": 1,
+        "conversation": {
+            "id": "cli-conv", "title": "From the CLI", "model": "m", "system_prompt": None,
+            "metadata": {"k": "v"}, "aliases": ["cli-old"], "forked_from": None,
+            "created_at": 1_700_000_000.0, "updated_at": 1_700_000_010.0,
+        },
+        "messages": [
+            {"role": "user", "content": "hello there", "seq": 1, "created_at": 1_700_000_001.0},
+            {"role": "assistant", "content": "hi", "seq": 2, "created_at": 1_700_000_002.0},
+        ],
+        "checkpoints": [
+            {"epoch": 1, "covers_through_seq": 1, "summary": "a greeting", "tokens_before": 9,
+             "tokens_after": 3, "model": "m", "created_at": 1_700_000_003.0},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "in.json"
+    path.write_bytes(orjson.dumps(export))
+    made = srv.cli("conversations", "import", str(path))
+    assert made.returncode == 0 and "imported" in made.stdout, made.stderr
+    listed = srv.cli("conversations", "ls")
+    assert (
+        listed.returncode == 0 and "cli-conv" in listed.stdout and "From the CLI" in listed.stdout
+    )
+    shown = srv.cli("conversations", "show", "cli-old")  # by its alias
+    assert shown.returncode == 0 and "**Compaction, epoch 1**" in shown.stdout
+    assert "hello there" in shown.stdout
+    out = tmp_path / "out.json"
+    assert srv.cli("conversations", "export", "cli-conv", "-o", str(out)).returncode == 0
+    again = orjson.loads(out.read_bytes())
+    assert again["conversation"]["aliases"] == ["cli-old"]
+    assert [(m["role"], m["content"]) for m in again["messages"]] == [
+        ("user", "hello there"),
+        ("assistant", "hi"),
+    ]
+    assert again["checkpoints"][0]["summary"] == "a greeting"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"object": "something else"}')
+    refused = srv.cli("conversations", "import", str(bad))
+    assert refused.returncode == 1 and "not a Tether conversation export" in words(refused.stderr)
+    removed = srv.cli("conversations", "rm", "cli-conv", "--yes")
+    assert removed.returncode == 0 and "2 messages" in removed.stdout, removed.stderr
+    missing = srv.cli("conversations", "show", "cli-conv")
+    assert missing.returncode == 1 and "does not exist" in words(missing.stderr)

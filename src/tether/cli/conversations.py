@@ -9,7 +9,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import orjson
 import typer
@@ -35,14 +35,20 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="File (de
 def _run(settings: Settings, fn: Callable[[Engine], Awaitable[T]]) -> T:
     """Run `fn` with an engine on the store (no upstream); a TetherError is one line, exit 1."""
 
-    async def on(store: Store) -> T:
-        return await fn(Engine(store, None, settings))
+    refused: list[TetherError] = []  # (with_store takes a TetherError for the database's)
 
-    try:
-        return asyncio.run(with_store(settings, on))
-    except TetherError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from None
+    async def on(store: Store) -> T | None:
+        try:
+            return await fn(Engine(store, None, settings))
+        except TetherError as exc:
+            refused.append(exc)
+            return None
+
+    result = asyncio.run(with_store(settings, on))
+    if refused:
+        err.print(f"[red]error:[/red] {refused[0].message}", highlight=False)
+        raise typer.Exit(1)
+    return cast(T, result)  # None only with `refused`
 
 
 @conv_app.command("ls")
