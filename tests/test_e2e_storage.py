@@ -58,7 +58,8 @@ def unmount(target: Path) -> None:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk = tmp_path / "disk"
     disk.mkdir()
-    mount(disk, "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs")
+    # room for a 40,000-word turn twice over: its messages, their search rows, the WAL
+    mount(disk, "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs")
     yield disk
     unmount(disk)
 
