@@ -111,6 +111,10 @@ async def test_aliases_and_turns_are_listed(store: Store) -> None:
     assert turns[0].id == second.id and len(turns) == 2  # newest first
     assert (turns[0].first_seq, turns[0].last_seq, turns[0].conversation_id) == (3, 4, "c")
     assert len(await store.list_turns(conv.pk, limit=1)) == 1
+    found = await store.find_turn("t", second.id)  # by its id alone (a response id)
+    assert found is not None and (found.conversation_id, found.first_seq) == ("c", 3)
+    assert await store.find_turn("other-tenant", second.id) is None
+    assert await store.find_turn("t", "turn-unknown") is None
 
 
 # -- fork ----------------------------------------------------------------------------------

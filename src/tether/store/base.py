@@ -232,6 +232,11 @@ class Store(Protocol):
         `conversation_id` (the conversation's own id) and message span set."""
         ...
 
+    async def find_turn(self, tenant_id: str, turn_id: str) -> Turn | None:
+        """A turn of the tenant's by its id alone (a Responses API response id names one),
+        with its conversation's own id and its message span."""
+        ...
+
     async def list_conversations(
         self,
         tenant_id: str,

@@ -286,6 +286,9 @@ class MemoryStore:
             return None
         return replace(_turn(row.turn), conversation_id=conv.id)
 
+    async def find_turn(self, tenant_id: str, turn_id: str) -> Turn | None:
+        return manage.find_turn(self.db, tenant_id, turn_id)
+
     async def list_conversations(
         self,
         tenant_id: str,

@@ -188,6 +188,14 @@ def turns(db: MemoryDatabase, pk: int, limit: int) -> list[Turn]:
     return [replace(_turn(t), conversation_id=conv.id) for t in mine[:limit]]
 
 
+def find_turn(db: MemoryDatabase, tenant_id: str, turn_id: str) -> Turn | None:
+    row = db.turns.get(turn_id)
+    conv = None if row is None else db.conversations.get(row.conversation_pk)
+    if row is None or conv is None or conv.tenant_id != tenant_id:
+        return None
+    return replace(_turn(row.turn), conversation_id=conv.id)
+
+
 def _terms(match: str) -> list[tuple[str, bool]]:
     """(text, prefix) of every phrase and word of an expression; operators ignored."""
     if match.count('"') % 2:

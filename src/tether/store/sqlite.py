@@ -232,6 +232,9 @@ class SqliteStore:
 
         return await self.db.read(run)
 
+    async def find_turn(self, tenant_id: str, turn_id: str) -> Turn | None:
+        return await self.db.read(lambda c: manage.find_turn(c, tenant_id, turn_id))
+
     async def list_conversations(
         self,
         tenant_id: str,

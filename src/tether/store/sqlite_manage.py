@@ -220,3 +220,12 @@ def turns(c: sqlite3.Connection, pk: int, limit: int) -> list[Turn]:
         (pk, limit),
     ).fetchall()
     return [turn_row(r, conv_id) for r in rows]
+
+
+def find_turn(c: sqlite3.Connection, tenant_id: str, turn_id: str) -> Turn | None:
+    row = c.execute(
+        f"SELECT {', '.join('t.' + col for col in TURN_COLS.split(', '))}, c.id FROM turns t "
+        "JOIN conversations c ON c.pk = t.conversation_pk WHERE t.id = ? AND c.tenant_id = ?",
+        (turn_id, tenant_id),
+    ).fetchone()
+    return None if row is None else turn_row(row[:-1], row[-1])
