@@ -46,6 +46,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
         ids = {"conversation_id": "rate-1", "turn_id": turn, "model_id": "scripted"}
         ids["call_id"] = "call-none"
         ids["session_id"] = "rate-1"
+        ids["response_id"] = "resp_" + turn.removeprefix("turn_")
         requests = [
             ("GET", turn_path + "/events"),
             ("GET", turn_path),
@@ -67,6 +68,8 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("GET", "/api/sessions"),
             ("GET", "/api/sessions/{session_id}"),
             ("GET", "/api/sessions/{session_id}/messages"),
+            ("POST", "/v1/responses"),
+            ("GET", "/v1/responses/{response_id}"),
             ("DELETE", conv),  # last
         ]
         # every authenticated route: the chat request above, and one of each other one here

@@ -49,6 +49,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/v1/conversations/{conversation_id}/turns/{turn_id}/approvals/{call_id}"): {
         "decision": "deny"
     },
+    ("POST", "/v1/responses"): {"model": "scripted", "input": "x"},
 }
 QUERIES = {"/v1/search": {"q": "x"}}
 STATUSES = {
@@ -67,6 +68,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
     ids = {"conversation_id": "gate-1", "turn_id": r.headers["x-tether-turn"]}
     ids["model_id"] = "scripted"
     ids["session_id"] = "gate-1"
+    ids["response_id"] = "resp_" + ids["turn_id"].removeprefix("turn_")
     ids["call_id"] = "call-none"
     seen = set()
     every = [
@@ -84,7 +86,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
         assert resp.status_code == STATUSES.get((method, path), 200), (method, url, resp.text)
         assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
         seen.add((method, path))
-    assert len(seen) == 21
+    assert len(seen) == 23
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

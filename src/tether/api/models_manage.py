@@ -59,3 +59,26 @@ REQUESTS: dict[str, type[BaseModel]] = {
     "ForkRequest": ForkRequest,
     "AppendRequest": AppendRequest,
 }
+
+
+class CreateResponse(BaseModel):
+    """A Responses API request (what Tether reads of it; other fields are echoed or ignored):
+    `input` a string or a list of items (message, function_call, function_call_output)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)  # `top_p: false` is not 0.0
+    model: str | None = None
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    metadata: Metadata | None = None
+
+
+REQUESTS["CreateResponse"] = CreateResponse

@@ -56,7 +56,7 @@ def _answer(answer: Answer) -> Schema:
     if answer.json:
         content[JSON] = {"schema": ref("schemas", answer.schema) if answer.schema else ANY_OBJECT}
     if answer.sse:
-        content[SSE] = {"schema": ref("schemas", "ChatCompletionEvent")}
+        content[SSE] = {"schema": ref("schemas", answer.sse_schema)}
     if answer.text:
         content[answer.text] = {"schema": {"type": "string"}}
     out: Schema = {"description": answer.description}
@@ -127,6 +127,7 @@ _TAGS = [
     {"name": "chat", "description": "OpenAI-compatible endpoints"},
     {"name": "conversations", "description": "Stored conversations"},
     {"name": "turns", "description": "One request's turn: its record, events, cancel"},
+    {"name": "responses", "description": "The Responses API"},
     {"name": "hermes", "description": "Hermes API server compatible session reads"},
     {"name": "meta", "description": "Health and this document"},
 ]

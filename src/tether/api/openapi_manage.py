@@ -46,7 +46,7 @@ MANAGE_PARAMETERS: dict[str, Schema] = {
     ),
     "Metadata": _query(
         "metadata",
-        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "object"},  # a query string's values are all strings
         "metadata[key]=value: only conversations whose metadata holds every pair given.",
         style="deepObject",
         explode=True,
@@ -76,6 +76,13 @@ MANAGE_PARAMETERS: dict[str, Schema] = {
         "required": True,
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
         "description": "A session id: the conversation's id or any of its aliases.",
+    },
+    "ResponseId": {
+        "name": "response_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^resp_[0-9a-f]{32}$"},
+        "description": "A response's id (resp_…).",
     },
     "Offset": _query("offset", {"type": "integer", "minimum": 0, "maximum": 100000}, "Skip."),
     "SessionLimit": _query(
@@ -235,6 +242,53 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
             "rejects, with the reason (invalid_query).",
             503: _STORAGE,
         },
+    ),
+    Operation(
+        method="post",
+        path="/v1/responses",
+        id="createResponse",
+        tag="responses",
+        summary="The Responses API on Tether's conversations",
+        description="`input` (a string or items), `previous_response_id` (at the "
+        "conversation's head it continues it; an older one forks there) or `conversation`; "
+        "`stream: true` answers the spec's events with sequence numbers. Client function "
+        "tools' calls are returned, never run. `store: false` is not supported yet (400).",
+        parameters=("IdempotencyKey",),
+        request="CreateResponse",
+        example={"model": "gpt-4o-mini", "input": "Hello!"},
+        answers=(
+            Answer(
+                description="The response (JSON, or its event stream with stream=true).",
+                schema="ResponseObject",
+                headers=("X-Tether-Conversation", "X-Tether-Turn"),
+                sse=True,
+                sse_schema="ResponseEvent",
+            ),
+        ),
+        errors={
+            400: "Invalid fields or input items (invalid_request, invalid_json), "
+            "store_false_not_supported, model_required.",
+            404: "previous_response_id names no response of the tenant (response_not_found), "
+            "or conversation names a server-minted id that does not exist "
+            "(conversation_not_found); a model the upstream does not serve (model_not_found).",
+            409: "Another turn of the conversation is running (conversation_busy).",
+            413: "The body is too large (request_too_large).",
+            415: "The body is not application/json (unsupported_media_type).",
+            422: "The input breaks the tool-call sequence rules (invalid_message_sequence).",
+            502: "The upstream failed.",
+            503: "No upstream, shutting down, or " + _STORAGE,
+            504: "The upstream timed out.",
+        },
+    ),
+    Operation(
+        method="get",
+        path="/v1/responses/{response_id}",
+        id="getResponse",
+        tag="responses",
+        summary="A stored response, rebuilt from its turn",
+        parameters=("ResponseId",),
+        answers=(Answer(description="The response.", schema="ResponseObject"),),
+        errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
     ),
     Operation(
         method="get",

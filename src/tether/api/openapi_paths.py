@@ -19,6 +19,7 @@ class Answer:
     headers: tuple[str, ...] = ()
     json: bool = True
     sse: bool = False
+    sse_schema: str = "ChatCompletionEvent"  # one event's shape, when `sse`
     text: str | None = None  # another media type answered (a string body), e.g. text/markdown
     links: Literal["conversation", "turn"] | None = None
 

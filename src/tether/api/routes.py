@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether.api import approvals, chat, conversations, search, sessions, turns
+from tether.api import approvals, chat, conversations, responses, search, sessions, turns
 from tether.api.access import owned, state_of
 from tether.api.jsonbody import json_response
 from tether.api.openapi import get_openapi
@@ -172,6 +172,8 @@ routes = [
         methods=["GET"],
     ),
     Route("/v1/search", search.search, methods=["GET"]),
+    Route("/v1/responses", responses.create_response, methods=["POST"]),
+    Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
     Route("/api/sessions", sessions.list_sessions, methods=["GET"]),
     Route("/api/sessions/{session_id}", sessions.get_session, methods=["GET"]),
     Route("/api/sessions/{session_id}/messages", sessions.list_messages, methods=["GET"]),

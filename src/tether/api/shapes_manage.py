@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from tether.api.shapes import ConversationBody
@@ -181,3 +181,34 @@ MANAGE_SHAPES = {
     "HermesSessionList": HermesSessionList,
     "HermesMessageList": HermesMessageList,
 }
+
+
+@with_config(ConfigDict(extra="allow"))
+class ResponseBody(TypedDict):
+    """A Responses API `response` object (every field the Open Responses spec requires; the
+    rest as the spec describes them), plus `conversation` and `tether`."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    completed_at: int | None
+    status: str
+    model: str
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    previous_response_id: str | None
+    conversation: NotRequired[dict[str, str]]
+
+
+@with_config(ConfigDict(extra="allow"))
+class ResponseEvent(TypedDict):
+    """One event of a streamed response (`response.created`, `response.output_text.delta`, …):
+    its type, its sequence number, the fields its type has."""
+
+    type: str
+    sequence_number: Count
+
+
+MANAGE_SHAPES["ResponseObject"] = ResponseBody
+MANAGE_SHAPES["ResponseEvent"] = ResponseEvent

@@ -1,0 +1,166 @@
+"""`POST /v1/responses` and `GET /v1/responses/{id}`: the Responses API over the same turns and
+conversations as Chat Completions. A response id names the turn that made it (`resp_…` ↔
+`turn_…`), so it names a point in a conversation: continuing from the conversation's head with
+`previous_response_id` continues the conversation; from an older response, a fork made at that
+point (never a rewrite). `conversation` continues a conversation directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tether.api.access import state_of, tenant_of
+from tether.api.body import read_json_object
+from tether.api.jsonbody import json_response
+from tether.api.models_manage import CreateResponse, parsed
+from tether.api.sse import turn_stream
+from tether.api.state import AppState
+from tether.engine import conversations, idempotency
+from tether.engine.ids import check_conversation_id
+from tether.engine.incoming import Incoming
+from tether.engine.request import TurnRequest
+from tether.errors import TetherError
+from tether.model import Message, Turn
+from tether.protocols import responses_items as items
+from tether.protocols.responses import Responses, response_id, response_object, turn_of, usage_of
+from tether.upstream.wire import chat_message
+
+PASSED = ("temperature", "top_p", "parallel_tool_calls", "presence_penalty", "frequency_penalty")
+
+
+def _not_found(rid: str, code: str = "response_not_found") -> TetherError:
+    return TetherError(404, code, f"response {rid!r} does not exist", param="previous_response_id")
+
+
+async def _turn(state: AppState, tenant: str, rid: str) -> Turn:
+    if not isinstance(rid, str) or not rid.startswith("resp_"):
+        raise _not_found(str(rid)[:80])
+    turn = await state.store.find_turn(tenant, turn_of(rid))
+    if turn is None or turn.last_seq is None:
+        raise _not_found(rid)
+    return turn
+
+
+async def _conversation(state: AppState, tenant: str, data: dict[str, Any]) -> str | None:
+    """Where the response runs: `conversation`, or where `previous_response_id` left off (at
+    the head: that conversation; earlier: a fork made at that point)."""
+    named = data.get("conversation")
+    if isinstance(named, dict):
+        named = named.get("id")
+    previous = data.get("previous_response_id")
+    if named is not None and previous is not None:
+        raise TetherError(
+            400,
+            "invalid_request",
+            "give conversation or previous_response_id, not both",
+            param="conversation",
+        )
+    if named is not None:
+        if not isinstance(named, str):
+            raise TetherError(400, "invalid_request", "conversation is an id", param="conversation")
+        return check_conversation_id(named, "conversation")
+    if previous is None:
+        return None
+    turn = await _turn(state, tenant, previous)
+    assert turn.conversation_id is not None and turn.last_seq is not None
+    conv = await conversations.get(state.engine, tenant, turn.conversation_id)
+    if turn.last_seq == conv.last_seq:
+        return conv.id
+    fork = await conversations.fork(state.engine, conv, turn.last_seq)
+    return fork.id
+
+
+def _params(data: dict[str, Any]) -> dict[str, Any]:
+    """The Chat Completions parameters the upstream gets."""
+    params = {k: data[k] for k in PASSED if data.get(k) is not None}
+    if (tools := items.chat_tools(data.get("tools"))) is not None:
+        params["tools"] = tools
+    if (choice := items.chat_tool_choice(data.get("tool_choice"))) is not None:
+        params["tool_choice"] = choice
+    if (fmt := items.chat_response_format(data.get("text"))) is not None:
+        params["response_format"] = fmt
+    if isinstance(data.get("max_output_tokens"), int):
+        params["max_tokens"] = data["max_output_tokens"]
+    return params
+
+
+def _messages(data: dict[str, Any]) -> Incoming:
+    new = items.messages_from_input(data.get("input"))
+    instructions = data.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        new.insert(0, Message(role="system", content=instructions))
+    return Incoming([chat_message(m) for m in new], lambda _, i: new[i])
+
+
+async def create_response(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    data = await read_json_object(request, state.settings.max_body_bytes, "input")
+    parsed(CreateResponse, data)  # the types (400 naming the field); `data` is used as sent
+    if data.get("store") is False:
+        raise TetherError(
+            400,
+            "store_false_not_supported",
+            "store: false is not supported yet: every response is stored",
+            param="store",
+        )
+    stream = data.get("stream") is True
+    messages = _messages(data)
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    key = None
+    if (header := request.headers.get("idempotency-key")) is not None:
+        key = idempotency.key_for(tenant, request.url.path, header, [data])
+    conversation_id = await _conversation(state, tenant, data)
+    projection = Responses(stream=stream, request=data, previous=data.get("previous_response_id"))
+    req = TurnRequest(
+        tenant_id=tenant,
+        conversation_id=conversation_id,
+        messages=messages,
+        model=model,
+        stream=stream,
+        params=_params(data),
+        projection=projection,
+        history="append",  # a Responses client sends only what is new
+        idempotency=key,
+    )
+    if key is not None:
+        record = await idempotency.claim(state.store, key, state.settings.idempotency_retention)
+        if record is not None:
+            payloads, headers = idempotency.replayed(record)
+            return Response(payloads[0], 200, headers, media_type="application/json")
+    try:
+        run, info = await state.engine.start(req)
+    except TetherError:
+        await idempotency.release(state.store, key)
+        raise
+    if not stream:
+        return Response(await run.result, 200, run.final_headers, media_type="application/json")
+    return turn_stream(state, run.out, 0, projection.headers(info))
+
+
+async def get_response(request: Request) -> Response:
+    """A stored response, rebuilt from its turn: the reply it stored, its usage, its status."""
+    state, tenant = state_of(request), tenant_of(request)
+    rid = request.path_params["response_id"]
+    try:
+        turn = await _turn(state, tenant, rid)
+    except TetherError as exc:
+        raise TetherError(404, "response_not_found", exc.message) from None
+    assert turn.conversation_id is not None and turn.last_seq is not None
+    conv = await conversations.get(state.engine, tenant, turn.conversation_id)
+    stored = await state.store.load_messages(conv.pk, turn.last_seq - 1, turn.last_seq)
+    output = items.output_items(stored, turn.id)
+    body = response_object(
+        rid=response_id(turn.id),
+        created_at=turn.started_at,
+        model=turn.model or "",
+        status="completed" if turn.status == "completed" else turn.status,
+        output=output,
+        request={},
+        previous=None,
+        usage=usage_of(turn.usage),
+        completed_at=turn.finished_at,
+    )
+    body["conversation"] = {"id": conv.id}
+    return json_response(body)
