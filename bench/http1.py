@@ -2,9 +2,9 @@
 
 httpx2 spent 1.4–3 ms of CPU per request in the load generator on the 2-core machine, more than
 the upstream and a third of Tether, on the same cores: the harness was measuring itself. This
-client does what the benchmark needs and nothing else: POST a pre-built body on a pooled
-keep-alive connection, time the first body byte and the last, keep the body. No redirects, no
-TLS, no cookies, no decompression; a response without Content-Length or chunked framing is read
+client does what the benchmark needs and nothing else: POST a pre-built body (or a GET) on a
+pooled keep-alive connection, time the first body byte and the last, keep the body. No redirects,
+no TLS, no cookies, no decompression; a response without Content-Length or chunked framing is read
 to the connection's close.
 """
 
@@ -95,12 +95,17 @@ class Client:
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
 
     @staticmethod
-    def request(url: str, body: bytes, headers: dict[str, str]) -> tuple[tuple[str, int], bytes]:
-        """((host, port), the request's bytes): built once, before the clock starts."""
+    def request(
+        url: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> tuple[tuple[str, int], bytes]:
+        """((host, port), the request's bytes): built once, before the clock starts. A GET
+        without a body is sent without Content-Length."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+        if body or method != "GET":
+            lines.append(f"Content-Length: {len(body)}")
         lines += [f"{k}: {v}" for k, v in headers.items()]
         return (host, port), ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

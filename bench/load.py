@@ -27,6 +27,7 @@ class Req:
     body: bytes
     headers: dict[str, str]
     expect: bytes  # must appear in the response body (b"" = only check the status)
+    method: str = "POST"
 
 
 # make(worker_index) -> the next request of that worker
@@ -135,13 +136,13 @@ class Monitor:
 
 async def _one(client: Client, req: Req, stream: bool) -> tuple[float, float, str]:
     """(total s, first-byte s, error or '') of one request."""
-    address, data = client.request(req.url, req.body, req.headers)
+    address, data = client.request(req.url, req.body, req.headers, req.method)
     t0 = time.perf_counter()
     r = await client.send(address, data)
     total, first = r.done - t0, (r.first_byte or r.done) - t0
     if r.status != 200:
         return total, first, f"HTTP {r.status}: {r.body[:200]!r}"
-    if stream:
+    if stream and not req.expect:  # an SSE stream (a streamed page says what it must hold)
         if b"[DONE]" not in r.body[-64:]:
             return total, first, f"stream ended without [DONE]: {r.body[-64:]!r}"
     elif req.expect and req.expect not in r.body:

@@ -37,6 +37,9 @@ class Run:
     load_before: float
     quick: bool = False
     lookup: dict[str, Any] = field(default_factory=dict)  # the lookup database's figures
+    # sections measured apart (bench/manage.py): their target lines join the Targets block,
+    # their markdown follows the suite's own sections
+    sections: list[tuple[list[str], str]] = field(default_factory=list)
 
 
 def f(x: float | None, digits: int = 2) -> str:
@@ -374,6 +377,7 @@ def _foreign(res: dict[str, Result]) -> str:
 def render(run: Run) -> tuple[str, list[str]]:
     res, rss, n, machine = run.res, run.rss, run.n, run.machine
     target_lines = targets(res, rss, run.lookup)
+    target_lines += [line for lines, _ in run.sections for line in lines]
     peak, where = _main_rss(res)
     md = [
         "# Tether benchmark results",
@@ -495,5 +499,38 @@ def render(run: Run) -> tuple[str, list[str]]:
             if k.startswith("tether") and _ok(r)
         ),
         "",
+        *(text for _, text in run.sections),
+    ]
+    return "\n".join(md), target_lines
+
+
+def render_sections(
+    sections: list[tuple[list[str], str]],
+    machine: dict[str, str],
+    date: str,
+    elapsed: float,
+    load_before: float,
+    quick: bool,
+) -> tuple[str, list[str]]:
+    """A results file holding only sections measured apart (`python -m bench.run --only …`)."""
+    target_lines = [line for lines, _ in sections for line in lines]
+    md = [
+        "# Tether benchmark results (part of the suite)",
+        "",
+        "Written by `python -m bench.run --only …`; bench/README.md says how to read it.",
+        "",
+        f"- Date: {date}" + (" (QUICK smoke run)" if quick else ""),
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, "
+        f"Linux {machine['kernel']}",
+        f"- Python {machine['python']}; Tether commit {machine['commit']}",
+        f"- Load average {load_before:.2f} before the run; the run took {elapsed:.0f} s.",
+        "",
+        "## Targets",
+        "",
+        "```",
+        *target_lines,
+        "```",
+        "",
+        *(text for _, text in sections),
     ]
     return "\n".join(md), target_lines

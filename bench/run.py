@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run            # the whole suite, writes bench/RESULTS.md
     .venv/bin/python -m bench.run --quick    # a smoke run (few requests), results to the temp dir
+    .venv/bin/python -m bench.run --only manage   # issue 16's rows alone, to the temp dir
 
 See bench/README.md for what is measured and how to read the results.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import compaction, hardening, load, procs, report, seed, tools
+from bench import compaction, hardening, load, manage, procs, report, seed, tools
 from bench.load import Make, Monitor, Req, Result
 
 BUDGET_S = 540.0  # the whole suite stays under 10 minutes; later scenarios are skipped past this
@@ -472,6 +473,13 @@ def main() -> int:
         "--quick", action="store_true", help="smoke run (writes to the temp dir, not RESULTS.md)"
     )
     parser.add_argument("--out", type=Path, default=None, help="default: bench/RESULTS.md")
+    parser.add_argument(
+        "--only",
+        choices=["manage"],
+        default=None,
+        help="run one part alone (manage: issue 16's search, list, page, Hermes import and "
+        "turns before/after); results to the temp dir unless --out",
+    )
     args = parser.parse_args()
     params = Params.quick() if args.quick else Params.full()
     started = time.monotonic()
@@ -493,6 +501,8 @@ def main() -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a tether dependency
         pass
+    if args.only:
+        return only(args, machine, date, load_before, started)
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         workdir = Path(tmp)
         db = workdir / "tether.db"
@@ -543,6 +553,8 @@ def main() -> int:
         for proc in (tether, second):
             if "Traceback" in proc.output():
                 print("tether logged a traceback:\n" + proc.output()[-3000:], file=sys.stderr)
+        # issue 16's rows: servers and databases of their own, after the suite's (own budget)
+        managed = manage.run_all(workdir, args.quick)
     elapsed = time.monotonic() - started
     now = procs.machine()["commit"]
     if now != machine["commit"]:
@@ -564,6 +576,7 @@ def main() -> int:
             load_before,
             args.quick,
             suite.lookup,
+            sections=[(manage.target_lines(managed), manage.markdown(managed))],
         )
     )
     lines += hardening.target_lines(hard)
@@ -578,6 +591,24 @@ def main() -> int:
     )
     out.write_text(text)
     print(f"wrote {out} ({elapsed:.0f} s)")
+    return 0
+
+
+def only(
+    args: argparse.Namespace, machine: dict[str, str], date: str, load: float, started: float
+) -> int:
+    """`--only manage`: that part alone, its own results file."""
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        managed = manage.run_all(Path(tmp), args.quick)
+    sections = [(manage.target_lines(managed), manage.markdown(managed))]
+    text, lines = report.render_sections(
+        sections, machine, date, time.monotonic() - started, load, args.quick
+    )
+    print("\n".join(lines))
+    suffix = "-quick" if args.quick else ""
+    out = args.out or Path(tempfile.gettempdir()) / f"tether-bench-{args.only}{suffix}.md"
+    out.write_text(text)
+    print(f"wrote {out} ({time.monotonic() - started:.0f} s)")
     return 0
 
 
