@@ -159,7 +159,9 @@ def test_delete_removes_every_row_from_the_file(srv: Srv, upstream: ScriptedUpst
     )
     assert keyed.status_code == 200
     secret = "purple elephants tango at midnight"
-    srv.chat("doomed", secret)
+    # an unspaced CJK run and a long token are single index terms: they must go too
+    terms = ("東京秘密計画です", "sk_live_9f8e7d6c5b4a39281706")
+    srv.chat("doomed", f"{secret} {terms[0]} {terms[1]}")
     upstream.queue({"match": SUMMARISER, "content": "summary mentioning marmalade voyages"})
     assert srv.call("POST", "/v1/conversations/doomed/compact").json()["compacted"] is True
     out = srv.server.cli("conversations", "alias", "doomed", "doomed-old", "--tenant", "tenant-a")
@@ -202,7 +204,9 @@ def test_delete_removes_every_row_from_the_file(srv: Srv, upstream: ScriptedUpst
     # not just unreachable: the text is gone from the database file and its WAL
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
-            assert secret.encode() not in path.read_bytes(), path
+            data = path.read_bytes()
+            for gone in (secret, *terms):
+                assert gone.encode() not in data, (path, gone)
     # the fork keeps its copied prefix; the deleted ids answer 404; the key is free again
     fork = srv.call("GET", "/v1/conversations/doomed-fork").json()
     assert fork["message_count"] == 2 and fork["forked_from"] is None

@@ -124,6 +124,10 @@ def test_the_exact_phrase_ranks_first_and_bad_queries_are_400s(srv: TetherServer
         assert call(srv, "GET", "/v1/search", params={"q": empty}).status_code == 400
     assert call(srv, "GET", "/v1/search").status_code == 400
     assert search(srv, "?!") == []  # nothing searchable: no hit, not an error
+    # punctuation a person types is not syntax: `error: refused` are two words
+    say(srv, "s-colon", user("the error: connection refused at dawn"))
+    assert [h["conversation_id"] for h in search(srv, "error: connection refused")] == ["s-colon"]
+    assert "score" not in search(srv, "dawn")[0]  # bm25 counts every tenant's texts: not shown
 
 
 def test_conversation_search_is_a_tool_over_the_callers_tenant(

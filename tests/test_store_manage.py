@@ -354,3 +354,20 @@ async def test_search_rows_follow_a_turns_commit(store: Store) -> None:
     await append(store, conv, [Message(role="user", content="a brand new xylograph")])
     hits = await store.search("t", words("xylograph"))
     assert [(h.seq, h.role) for h in hits] == [(3, "user")] and hits[0].created_at >= started
+
+
+async def test_a_deleted_conversations_pk_is_never_given_again(store: Store) -> None:
+    """Else a request that resolved the deleted conversation (its pk) before the delete could
+    write into the next conversation created: another tenant's, perhaps."""
+    await create(store, "t", "older", chat(2))
+    newest = await create(store, "t", "newest", chat(2))
+    await store.delete_conversation(newest.pk)
+    theirs = await create(store, "other", "theirs", [Message(role="user", content="secret")])
+    assert theirs.pk != newest.pk
+    with pytest.raises(ConflictError):
+        await store.update_conversation(newest.pk, title="late write")
+    with pytest.raises(ConflictError):
+        await store.fork_conversation("t", newest.pk, 1, "late-fork")
+    assert (await store.resolve("other", "theirs")).title is None  # type: ignore[union-attr]
+    again = await store.import_conversation("t", imported("after-delete", 2))
+    assert again is not None and again.pk not in (newest.pk, theirs.pk)

@@ -40,7 +40,6 @@ async def search(request: Request) -> Response:
             "role": h.role,
             "snippet": h.snippet,
             "highlights": h.highlights,
-            "score": h.score,
             "created_at": h.created_at,
         }
         for h in hits

@@ -113,7 +113,6 @@ class SearchHitBody(TypedDict):
         list[tuple[int, int]],
         Field(description="[start, end) offsets (code points) of the matches in snippet"),
     ]
-    score: float
     created_at: float
 
 

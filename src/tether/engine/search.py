@@ -1,9 +1,9 @@
 """Search across a tenant's transcripts: the query a person types becomes the store's
-full-text query. Plain words must all occur (the last may be a prefix: `deplo*`), and the exact
-phrase ranks first; a query using FTS5 syntax (quotes, `*`, parentheses, AND/OR/NOT/NEAR) is
-passed as written, and one the index rejects is a 400 saying why. Text with CJK characters is
-searched on the trigram index, where a word is any run of at least three characters (shorter
-ones are matched as substrings)."""
+full-text query. Plain words must all occur, and the exact phrase ranks first; a query using
+FTS5 syntax (quotes, `*` for a prefix, parentheses, AND/OR/NOT/NEAR in capitals) is passed as
+written, and one the index rejects is a 400 saying why. Text with CJK characters is searched on
+the trigram index, where a word is any run of at least three characters (shorter ones are
+matched as substrings)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from tether.store.indexing import has_cjk
 from tether.tools.base import ToolOutput
 
 MAX_QUERY_CHARS = 512
-SYNTAX = re.compile(r'["*()^:]|\b(AND|OR|NOT|NEAR)\b')
+# what makes a query FTS5 syntax (then passed as written); `:` and `^` are not taken as
+# syntax: in text a person types ("error: refused") they are punctuation
+SYNTAX = re.compile(r'["*()]|\b(AND|OR|NOT|NEAR)\b')
 WORD = re.compile(r"\w+")
 
 

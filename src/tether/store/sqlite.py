@@ -264,6 +264,7 @@ class SqliteStore:
 
     async def delete_conversation(self, conversation_pk: int) -> dict[str, int]:
         removed = await self.db.write(lambda c: manage.delete(c, conversation_pk))
+        await self.db.write(sqlite_search.rewrite)  # its own transaction: the delete is done
         await self.db.truncate_wal()
         return removed
 

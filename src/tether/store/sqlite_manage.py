@@ -17,6 +17,7 @@ from tether.store.sqlite_sql import (
     CONV_COLS,
     CONV_FROM,
     MSG_COLS,
+    NEXT_PK,
     TURN_COLS,
     checkpoint_row,
     conversation_row,
@@ -96,6 +97,7 @@ def delete(c: sqlite3.Connection, pk: int) -> dict[str, int]:
         removed[table] = c.execute(f"DELETE FROM {table} WHERE {column} = ?", (pk,)).rowcount
     c.execute("UPDATE conversations SET forked_from_pk = NULL WHERE forked_from_pk = ?", (pk,))
     removed["conversations"] = c.execute("DELETE FROM conversations WHERE pk = ?", (pk,)).rowcount
+    c.execute("UPDATE conversation_pk_floor SET floor = max(floor, ?)", (pk,))
     return removed
 
 
@@ -111,9 +113,9 @@ def _insert_conversation(
     c.execute("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant_id, times[0]))
     try:
         cur = c.execute(
-            "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, metadata, "
-            "forked_from_pk, forked_from_seq, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO conversations (pk, tenant_id, id, title, model, system_prompt, "
+            "metadata, forked_from_pk, forked_from_seq, created_at, updated_at) "
+            f"VALUES ({NEXT_PK}, ?,?,?,?,?,?,?,?,?,?)",
             (tenant_id, conv_id, title, model, system_prompt, dumps(metadata or None),
              fork[0], fork[1], times[0], times[1]),
         )  # fmt: skip

@@ -71,6 +71,14 @@ def drop(c: sqlite3.Connection, conversation_pk: int) -> int:
     return removed
 
 
+def rewrite(c: sqlite3.Connection) -> None:
+    """Rewrite both indexes whole ('optimize'): FTS5 keeps a deleted row's terms in its segments
+    until they merge, and a term can be a whole unspaced run of CJK text or a long token, so
+    only a rewrite (with secure_delete on) takes a deleted conversation's text out of the file."""
+    for table in TABLES:
+        c.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
+
+
 def filter_sql(filters: ConversationFilter | None, alias: str = "c") -> tuple[str, list[Any]]:
     """` AND …` conditions on the conversations table (as `alias`) for `filters`."""
     if filters is None:
@@ -119,8 +127,13 @@ def search(c: sqlite3.Connection, tenant_id: str, query: SearchQuery) -> list[Se
     args = [*first, tenant_id, *(query.like or ()), *params]
     if query.match:
         check(query.match, query.cjk)
-    rows = _ranked(c, statement, args, query)
-    return [_hit(c, table, query, row, best) for row, best in rows]
+    c.execute("BEGIN")  # one snapshot for the ranking and the hits (a delete may land between)
+    try:
+        rows = _ranked(c, statement, args, query)
+        hits = [_hit(c, table, query, row, best) for row, best in rows]
+    finally:
+        c.execute("ROLLBACK")
+    return [h for h in hits if h is not None]
 
 
 _probes = threading.local()
@@ -165,37 +178,52 @@ def _ranked(
 
 def _hit(
     c: sqlite3.Connection, table: str, query: SearchQuery, row: int, score: float
-) -> SearchHit:
+) -> SearchHit | None:
+    """The hit at index row `row`, or None if what it points at is gone (an index row whose
+    message no longer exists is skipped, never a 500)."""
     pk, slot = indexing.split(row)
     if query.match:
-        marked = c.execute(
+        found = c.execute(
             f"SELECT snippet({table}, 0, ?, ?, '…', ?) FROM {table} "
             f"WHERE {table} MATCH ? AND rowid = ?",
             (START, END, SNIPPET_TOKENS * (4 if query.cjk else 1), query.match, row),
-        ).fetchone()[0]
+        ).fetchone()
     else:
-        body = c.execute(f"SELECT body FROM {table} WHERE rowid = ?", (row,)).fetchone()[0]
-        marked = mark(str(body), query.like or [])
-    snippet, highlights = unmark(str(marked))
-    conv_id, title = c.execute("SELECT id, title FROM conversations WHERE pk = ?", (pk,)).fetchone()
-    if indexing.is_summary(slot):
-        epoch = slot - indexing.SUMMARY_SLOT
-        seq, at = c.execute(
-            "SELECT covers_through_seq, created_at FROM checkpoints "
+        found = c.execute(f"SELECT body FROM {table} WHERE rowid = ?", (row,)).fetchone()
+        found = None if found is None else (mark(str(found[0]), query.like or []),)
+    conv = c.execute("SELECT id, title FROM conversations WHERE pk = ?", (pk,)).fetchone()
+    summary = indexing.is_summary(slot)
+    epoch = slot - indexing.SUMMARY_SLOT if summary else None
+    where = (
+        c.execute(
+            "SELECT covers_through_seq, created_at, NULL FROM checkpoints "
             "WHERE conversation_pk = ? AND epoch = ?",
             (pk, epoch),
-        ).fetchone()
-        return SearchHit(
-            conversation_id=conv_id, title=title, kind="summary", seq=seq, epoch=epoch,
-            role=None, snippet=snippet, highlights=highlights, score=score, created_at=at,
-        )  # fmt: skip
-    role, at = c.execute(
-        "SELECT role, created_at FROM messages WHERE conversation_pk = ? AND seq = ?", (pk, slot)
+        )
+        if summary
+        else c.execute(
+            "SELECT seq, created_at, role FROM messages WHERE conversation_pk = ? AND seq = ?",
+            (pk, slot),
+        )
     ).fetchone()
+    if found is None or conv is None or where is None:
+        return None
+    marked = str(found[0])
+    if query.match and query.like:  # the short CJK words, matched by instr, marked too
+        marked = _mark_words(marked, query.like)
+    snippet, highlights = unmark(marked)
+    seq, at, role = where
     return SearchHit(
-        conversation_id=conv_id, title=title, kind="message", seq=slot, epoch=None, role=role,
-        snippet=snippet, highlights=highlights, score=score, created_at=at,
+        conversation_id=conv[0], title=conv[1], kind="summary" if summary else "message",
+        seq=seq, epoch=epoch, role=role, snippet=snippet, highlights=highlights, score=score,
+        created_at=at,
     )  # fmt: skip
+
+
+def _mark_words(text: str, words: list[str]) -> str:
+    for word in words:
+        text = re.sub(re.escape(word), lambda m: START + m.group(0) + END, text, flags=re.I)
+    return text
 
 
 def mark(body: str, words: list[str], width: int = 120) -> str:
@@ -203,9 +231,7 @@ def mark(body: str, words: list[str], width: int = 120) -> str:
     (case-insensitive): for hits found without FTS5's snippet()."""
     at = max(0, body.lower().find(words[0].lower())) if words else 0
     start = max(0, at - width // 2)
-    text = body[start : start + width]
-    for word in words:
-        text = re.sub(re.escape(word), lambda m: START + m.group(0) + END, text, flags=re.I)
+    text = _mark_words(body[start : start + width], words)
     return ("…" if start else "") + text + ("…" if start + width < len(body) else "")
 
 

@@ -23,6 +23,11 @@ CONV_COLS = (
     "c.forked_from_pk, c.metadata"
 )
 CONV_FROM = "conversations c LEFT JOIN conversations p ON p.pk = c.forked_from_pk"
+# a new conversation's pk: never one a deleted conversation had (migration 0007)
+NEXT_PK = (
+    "(SELECT max(coalesce((SELECT max(pk) FROM conversations), 0), "
+    "(SELECT floor FROM conversation_pk_floor)) + 1)"
+)
 MSG_COLS = "seq, role, content, tool_calls, tool_call_id, name, extra, tokens, turn_id, created_at"
 
 
@@ -226,8 +231,9 @@ def _create_conversation(
     )
     try:
         cur = c.execute(
-            "INSERT INTO conversations (tenant_id, id, title, model, system_prompt, "
-            "forked_from_pk, forked_from_seq, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO conversations (pk, tenant_id, id, title, model, system_prompt, "
+            f"forked_from_pk, forked_from_seq, created_at, updated_at) VALUES ({NEXT_PK},"
+            "?,?,?,?,?,?,?,?,?)",
             (commit.tenant_id, new.id, new.title, new.model, commit.system_prompt,
              new.forked_from_pk, new.forked_from_seq, now, now),
         )  # fmt: skip
