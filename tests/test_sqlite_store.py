@@ -16,9 +16,10 @@ import pytest
 from tests.test_store_contract import chat, create, new_turn
 from tether.api.errors import error_of
 from tether.store import open_store
-from tether.store.base import IdempotencyKey
+from tether.store.base import IdempotencyKey, SearchQuery, TurnCommit
 from tether.store.errors import StorageUnavailable
 from tether.store.sqlite import SqliteStore
+from tether.store.sqlite_backlog import INDEX_EVERY
 from tether.store.sqlite_files import known_schema_version
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -208,5 +209,37 @@ async def test_sqlite_a_deleted_database_file_is_a_storage_problem(
         assert str(caught.value) == problem
         error = error_of(caught.value)
         assert error is not None and (error.status, error.headers) == (503, {"Retry-After": "30"})
+    finally:
+        await store.close()
+
+
+async def test_the_search_index_follows_the_turns_in_batches(sqlite_url: str) -> None:
+    """A turn's commit records its messages in the backlog; the indexer writes their FTS5 rows
+    shortly after, many turns in one transaction; a search first drains what is left."""
+    store = open_store(sqlite_url)
+    await store.open()
+    await store.migrate()
+    try:
+        conv = await create(store, "t", "c", chat(2, "kiwifruit"))
+        assert isinstance(store, SqliteStore)
+        db = store.path
+
+        def counts() -> tuple[int, int]:
+            with contextlib.closing(sqlite3.connect(db)) as c:
+                backlog = c.execute("SELECT count(*) FROM search_backlog").fetchone()[0]
+                rows = c.execute("SELECT count(*) FROM search_words").fetchone()[0]
+                return int(backlog), int(rows)
+
+        assert counts() == (1, 0)  # recorded, not indexed yet
+        await asyncio.sleep(INDEX_EVERY * 3)
+        assert counts() == (0, 2)  # the indexer wrote both messages' rows
+        more = chat(2, "mangosteen")
+        await store.commit_turn(
+            TurnCommit(tenant_id="t", turn=new_turn(), messages=more, conversation_pk=conv.pk,
+                       expected_last_seq=2)
+        )  # fmt: skip
+        hits = await store.search("t", SearchQuery(match="mangosteen0", cjk=False))
+        assert [h.seq for h in hits] == [3]  # a search never misses a committed message
+        assert counts() == (0, 4)
     finally:
         await store.close()

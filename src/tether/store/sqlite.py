@@ -28,6 +28,7 @@ from tether.store.base import (
     TurnCommit,
 )
 from tether.store.errors import ConflictError
+from tether.store.sqlite_backlog import Indexer
 from tether.store.sqlite_db import Database, sqlite_path
 
 INLINE_READ_MESSAGES = 500  # a turn's read of up to this many messages runs on the loop
@@ -39,11 +40,13 @@ class SqliteStore:
         self.owner = owner  # written on every turn and claim; the start-up sweeps take only these
         self.path = sqlite_path(url)
         self.db = Database(self.path, readers)
+        self.indexer = Indexer(self.db)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
+        await self.indexer.stop()
         await self.db.close()
 
     def storage_problem(self) -> str | None:
@@ -80,7 +83,9 @@ class SqliteStore:
                 applied.append(version)
             return applied
 
-        return await self.db.write(run)
+        applied = await self.db.write(run)
+        self.indexer.start()  # the search backlog's table exists now
+        return applied
 
     # -- tenants and keys -----------------------------------------------------------------
     async def ensure_tenant(self, tenant_id: str) -> None:
@@ -287,6 +292,7 @@ class SqliteStore:
         return await self.db.write(lambda c: manage.import_conversation(c, tenant_id, conversation))
 
     async def search(self, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+        await self.indexer.flush()  # every committed message is searchable
         return await self.db.read(lambda c: sqlite_search.search(c, tenant_id, query))
 
     async def find_by_history(self, tenant_id: str, hashes: list[bytes]) -> list[Conversation]:
@@ -377,17 +383,9 @@ class SqliteStore:
         return await self.db.read(lambda c: sql.tool_steps(c, turn_id))
 
     async def counts(self) -> dict[str, int]:
-        tables = (
-            "tenants",
-            "api_keys",
-            "conversations",
-            "conversation_aliases",
-            "turns",
-            "messages",
-            "checkpoints",
-            "idempotency_keys",
-            "tool_steps",
-        )
+        tables: tuple[str, ...] = ("tenants", "api_keys", "conversations", "turns")
+        tables += ("conversation_aliases", "messages", "checkpoints", "idempotency_keys")
+        tables += ("tool_steps",)
 
         def run(c: sqlite3.Connection) -> dict[str, int]:
             return {t: int(c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 from tether.model import Checkpoint, Conversation, Turn
-from tether.store import sqlite_search
+from tether.store import sqlite_backlog, sqlite_search
 from tether.store.base import ConversationFilter, ImportedConversation
 from tether.store.errors import ConflictError
 from tether.store.sqlite_sql import (
@@ -90,6 +90,7 @@ def delete(c: sqlite3.Connection, pk: int) -> dict[str, int]:
         "search_rows": sqlite_search.drop(c, pk),
     }
     for table, column in (
+        ("search_backlog", "conversation_pk"),
         ("messages", "conversation_pk"),
         ("checkpoints", "conversation_pk"),
         ("turns", "conversation_pk"),
@@ -140,6 +141,7 @@ def fork(c: sqlite3.Connection, tenant_id: str, pk: int, at_seq: int, new_id: st
         f"SELECT ?, {MSG_COLS} FROM messages WHERE conversation_pk = ? AND seq <= ?",
         (new_pk, pk, at_seq),
     )
+    sqlite_backlog.drain(c, pk)  # the parent's newest messages indexed, then copied
     sqlite_search.copy_messages(c, pk, new_pk, at_seq)
     row = c.execute(
         "SELECT epoch FROM checkpoints WHERE conversation_pk = ? AND covers_through_seq <= ? "

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from tether.model import Checkpoint, Conversation, Message, ToolStep, Turn
-from tether.store import sqlite_search
+from tether.store import sqlite_backlog, sqlite_search
 from tether.store.base import NewConversation, TurnCommit
 from tether.store.errors import ConflictError
 
@@ -251,6 +251,7 @@ def _create_conversation(
             raise ConflictError(
                 f"cannot fork at seq {new.forked_from_seq}: the parent has {copied} messages"
             )
+        sqlite_backlog.drain(c, new.forked_from_pk)  # its rows indexed, then copied
         sqlite_search.copy_messages(c, new.forked_from_pk, pk, new.forked_from_seq)
         last_seq = new.forked_from_seq
     if commit.inherit_checkpoint is not None:
@@ -288,7 +289,11 @@ def _insert_messages(
         f"INSERT INTO messages (conversation_pk, {MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
-    sqlite_search.index_messages(c, pk, first_seq, commit.messages)
+    if rows:  # indexed for search a moment later, in a batch (store/sqlite_backlog.py)
+        c.execute(
+            "INSERT INTO search_backlog (conversation_pk, first_seq, last_seq) VALUES (?, ?, ?)",
+            (pk, first_seq, first_seq + len(rows) - 1),
+        )
     return len(rows)
 
 
