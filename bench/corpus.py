@@ -36,9 +36,9 @@ import orjson
 
 from bench import procs
 from tether.compaction.summary import PROMPT_VERSION
-from tether.store.indexing import SUMMARY_SLOT, has_cjk, rowid
+from tether.store.indexing import SUMMARY_SLOT, has_cjk, rowid, tenant_token
 
-SEED_VERSION = 1  # bump when the generated rows change: the cache is keyed by it
+SEED_VERSION = 2  # bump when the generated rows change: the cache is keyed by it
 TENANT = "default"
 VOCABULARY = 5000
 CJK_SHARE = 0.05
@@ -263,9 +263,16 @@ def _insert(
         "VALUES (?,?,?,?,?,?)",
         msgs,
     )
-    conn.executemany("INSERT INTO search_words (rowid, body) VALUES (?, ?)", words)
+    token = tenant_token(TENANT)  # each index row names its tenant (migration 0006)
+    conn.executemany(
+        "INSERT INTO search_words (rowid, body, tenant) VALUES (?, ?, ?)",
+        [(r, b, token) for r, b in words],
+    )
     if cjk:
-        conn.executemany("INSERT INTO search_cjk (rowid, body) VALUES (?, ?)", cjk)
+        conn.executemany(
+            "INSERT INTO search_cjk (rowid, body, tenant) VALUES (?, ?, ?)",
+            [(r, b, token) for r, b in cjk],
+        )
     counts["messages"] += len(msgs)
     counts["words"] += len(words)
     counts["cjk"] += len(cjk)
@@ -329,9 +336,16 @@ def page_conversation(
              orjson.dumps({"kind": "summary", "seeded": True}).decode(), t + covers * 2.0),
         )  # fmt: skip
         words.append((rowid(pk, SUMMARY_SLOT + epoch), summary))
-    conn.executemany("INSERT INTO search_words (rowid, body) VALUES (?, ?)", words)
+    token = tenant_token(TENANT)  # each index row names its tenant (migration 0006)
+    conn.executemany(
+        "INSERT INTO search_words (rowid, body, tenant) VALUES (?, ?, ?)",
+        [(r, b, token) for r, b in words],
+    )
     if cjk:
-        conn.executemany("INSERT INTO search_cjk (rowid, body) VALUES (?, ?)", cjk)
+        conn.executemany(
+            "INSERT INTO search_cjk (rowid, body, tenant) VALUES (?, ?, ?)",
+            [(r, b, token) for r, b in cjk],
+        )
     counts["messages"] += len(msgs)
     counts["words"] += len(words)
     counts["cjk"] += len(cjk)

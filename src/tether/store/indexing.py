@@ -18,6 +18,12 @@ SLOT_MASK = (1 << 32) - 1
 CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
+def tenant_token(tenant_id: str) -> str:
+    """The token an index row carries for its tenant (migration 0006 computes the same in SQL:
+    't' || hex(tenant_id)), so a query matches only the tenant's rows."""
+    return "t" + tenant_id.encode().hex().upper()
+
+
 def rowid(conversation_pk: int, slot: int) -> int:
     return (conversation_pk << 32) | slot
 

@@ -19,44 +19,57 @@ TABLES = ("search_words", "search_cjk")
 START, END = "\x02", "\x03"  # snippet() marks around a match, found and removed again
 SNIPPET_TOKENS = 16  # words; a trigram index counts characters: 4× as many
 GROUP_SCAN_ROWS = 20_000  # grouped search reads at most this many ranked rows for its hits
+# a query ranks (bm25, ~1-2 µs a row) only its newest RANK_WINDOW matching texts: a word in more
+# texts than that finds its hits among the newest (ranking all 540,000 texts holding a frequent
+# word took ~0.6 s; bench/README.md, issue 16)
+RANK_WINDOW = 1000
+
+
+def _token(c: sqlite3.Connection, conversation_pk: int) -> str:
+    row = c.execute("SELECT tenant_id FROM conversations WHERE pk = ?", (conversation_pk,))
+    found = row.fetchone()
+    return indexing.tenant_token(str(found[0]) if found else "")
 
 
 def index_messages(
     c: sqlite3.Connection, conversation_pk: int, first_seq: int, messages: list[Message]
 ) -> None:
-    words: list[tuple[int, str]] = []
-    cjk: list[tuple[int, str]] = []
+    token = _token(c, conversation_pk)
+    words: list[tuple[int, str, str]] = []
+    cjk: list[tuple[int, str, str]] = []
     for offset, m in enumerate(messages):
         text = indexing.message_text(m)
         if text is None:
             continue
-        row = (indexing.rowid(conversation_pk, first_seq + offset), text)
+        row = (indexing.rowid(conversation_pk, first_seq + offset), text, token)
         words.append(row)
         if indexing.has_cjk(text):
             cjk.append(row)
     if words:
-        c.executemany("INSERT INTO search_words (rowid, body) VALUES (?, ?)", words)
+        c.executemany("INSERT INTO search_words (rowid, body, tenant) VALUES (?, ?, ?)", words)
     if cjk:
-        c.executemany("INSERT INTO search_cjk (rowid, body) VALUES (?, ?)", cjk)
+        c.executemany("INSERT INTO search_cjk (rowid, body, tenant) VALUES (?, ?, ?)", cjk)
 
 
 def index_summary(c: sqlite3.Connection, conversation_pk: int, epoch: int, summary: str) -> None:
     if not summary:
         return
-    row = (indexing.rowid(conversation_pk, indexing.SUMMARY_SLOT + epoch), summary)
-    c.execute("INSERT INTO search_words (rowid, body) VALUES (?, ?)", row)
+    slot = indexing.rowid(conversation_pk, indexing.SUMMARY_SLOT + epoch)
+    row = (slot, summary, _token(c, conversation_pk))
+    c.execute("INSERT INTO search_words (rowid, body, tenant) VALUES (?, ?, ?)", row)
     if indexing.has_cjk(summary):
-        c.execute("INSERT INTO search_cjk (rowid, body) VALUES (?, ?)", row)
+        c.execute("INSERT INTO search_cjk (rowid, body, tenant) VALUES (?, ?, ?)", row)
 
 
 def copy_messages(c: sqlite3.Connection, from_pk: int, to_pk: int, through_seq: int) -> None:
-    """A fork's copied prefix: the parent's message rows 1..through_seq, re-keyed."""
+    """A fork's copied prefix: the parent's message rows 1..through_seq, re-keyed (a fork is
+    in its parent's tenant: the tenant token is the same)."""
     low = indexing.rowid(from_pk, 1)
     high = indexing.rowid(from_pk, through_seq)
     for table in TABLES:
         c.execute(
-            f"INSERT INTO {table} (rowid, body) SELECT ? | (rowid & ?), body FROM {table} "
-            "WHERE rowid BETWEEN ? AND ?",
+            f"INSERT INTO {table} (rowid, body, tenant) SELECT ? | (rowid & ?), body, tenant "
+            f"FROM {table} WHERE rowid BETWEEN ? AND ?",
             (to_pk << 32, indexing.SLOT_MASK, low, high),
         )
 
@@ -112,19 +125,24 @@ def filter_sql(filters: ConversationFilter | None, alias: str = "c") -> tuple[st
 
 
 def search(c: sqlite3.Connection, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
+    """Only the tenant's rows (its token ANDed into the MATCH, read inside the index), the
+    newest RANK_WINDOW of them that match (and pass the filters) ranked by bm25."""
     table = "search_cjk" if query.cjk else "search_words"
     where, params = filter_sql(query.filters)
+    own = f'tenant : "{indexing.tenant_token(tenant_id)}"'
+    match = f"{own} AND ({query.match})" if query.match else own
     likes = "".join(f" AND instr({table}.body, ?) > 0" for _ in query.like or ())
-    if query.match:
-        score, cond, first = f"bm25({table})", f"{table} MATCH ? AND ", [query.match]
-    else:  # only words too short for trigrams: a scan of the CJK texts, newest first
-        score, cond, first = f"-({table}.rowid & {indexing.SLOT_MASK})", "", []
-    statement = (
-        f"SELECT {table}.rowid, {score} AS score FROM {table} "
-        f"JOIN conversations c ON c.pk = ({table}.rowid >> 32) "
-        f"WHERE {cond}c.tenant_id = ?{likes}{where} ORDER BY score LIMIT ? OFFSET ?"
+    if query.match:  # the tenant column weighs nothing in the rank
+        score = f"bm25({table}, 1.0, 0.0)"
+    else:  # only words too short for trigrams: the newest first
+        score = f"-({table}.rowid & {indexing.SLOT_MASK})"
+    joined = f" JOIN conversations c ON c.pk = ({table}.rowid >> 32)" if where else ""
+    window = (
+        f"SELECT {table}.rowid AS id, {score} AS score FROM {table}{joined} "
+        f"WHERE {table} MATCH ?{likes}{where} ORDER BY {table}.rowid DESC LIMIT {RANK_WINDOW}"
     )
-    args = [*first, tenant_id, *(query.like or ()), *params]
+    statement = f"SELECT id, score FROM ({window}) ORDER BY score LIMIT ? OFFSET ?"
+    args = [match, *(query.like or ()), *params]
     if query.match:
         check(query.match, query.cjk)
     c.execute("BEGIN")  # one snapshot for the ranking and the hits (a delete may land between)
