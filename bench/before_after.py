@@ -10,14 +10,16 @@ also holds those messages' search rows, written by migration 0006's own backfill
 both on one scripted upstream. The turn is the bridge's: only the new user message, the
 conversation in `X-Hermes-Session-Id`, 5 turns in a row per conversation (as `make bench`'s
 "stored 200" rows). At c=1 and c=8 the servers run in BLOCKS alternating blocks (after,
-before, before, after, …) so that drift on the machine hits them alike; CPU per turn is the
-Tether process's from /proc over its blocks.
+before, noindex, noindex, before, after, …) so that drift on the machine hits them alike. A
+server's CPU per turn is all the CPU its process used (/proc) from the level's first block to
+SETTLE seconds after its last, divided by its turns: work a server does in the background (the
+search backlog's batched indexing, since e46eb7a) counts wherever it falls.
 
-A third server, a diagnostic and no target, runs the working tree with the index writes of a
-turn turned off (a `sitecustomize.py` on its PYTHONPATH replaces
-`tether.store.sqlite_search.index_messages` with a no-op before the server starts; checked
-like the others): after ÷ that is what keeping the index costs, that ÷ before what the other
-changes since BEFORE cost.
+A third server, a diagnostic and no target, runs the working tree with its FTS5 writes turned
+off (a `sitecustomize.py` on its PYTHONPATH replaces `tether.store.sqlite_search.index_messages`
+with a no-op before the server starts — the call a turn's commit made before e46eb7a, and the
+backlog's drain makes since; checked like the others): after ÷ that is what the FTS5 writes
+cost, that ÷ before what everything else changed since BEFORE costs.
 
 Run alone: `.venv/bin/python -m bench.before_after [--quick]`.
 """
@@ -49,12 +51,13 @@ VISITS = 5  # turns in a row per conversation
 BLOCKS = 10
 LEVELS = (1, 8)
 TARGET_RATIO = 1.10
+SETTLE = 2.0  # s after a level's last block: background work (the search backlog) finishes
 JSON = {"Content-Type": "application/json"}
 MIGRATION = procs.ROOT / "src/tether/store/migrations/sqlite/0006_manage_search.sql"
 
 
 STUB = """\
-# bench/before_after.py: a diagnostic server whose turns skip the search index writes
+# bench/before_after.py: a diagnostic server that writes no FTS5 rows
 import tether.store.sqlite_search as _search
 
 
@@ -67,7 +70,7 @@ _search.index_messages = _off
 LABELS = {
     "before": f"{BEFORE} (no index)",
     "after": "working tree (index)",
-    "noindex": "working tree, index writes off (diagnostic)",
+    "noindex": "working tree, FTS5 writes off (diagnostic)",
 }
 
 
@@ -201,9 +204,16 @@ def bridge(side: Side, c: int) -> Make:
     return make
 
 
+def _cpu(sides: list[Side]) -> dict[str, float]:
+    return {s.label: procs.cpu_seconds(s.tether.pid) for s in sides if s.tether is not None}
+
+
 async def measure(
     sides: list[Side], upstream: procs.Upstream, out: BeforeAfter, warmup: dict[int, int]
 ) -> None:
+    """Per level: warm-up, then the blocks. A server's CPU per turn is all the CPU its process
+    used from the first block to SETTLE s after the last (its background work included: the
+    search backlog's drains, which may run while another server's block is on) ÷ its turns."""
     client = load.client()
     try:
         for c in LEVELS:
@@ -211,10 +221,11 @@ async def measure(
             for s in sides:  # warm-up, not counted
                 upstream.reset()
                 await load._phase(client, makes[s.label], c, warmup[c], 10.0, False, None)
+            await asyncio.sleep(SETTLE)  # the warm-up's background work done before counting
             merged = {s.label: Result(f"{s.label}: bridge turn, stored {STORED}", c, False)
                       for s in sides}  # fmt: skip
-            cpu: defaultdict[str, float] = defaultdict(float)
             per_block = max(1, out.n[c] // BLOCKS)
+            cpu0 = _cpu(sides)
             for block in range(BLOCKS):
                 order = sides if block % 2 == 0 else sides[::-1]
                 for s in order:
@@ -234,16 +245,17 @@ async def measure(
                     r.elapsed += part.elapsed
                     r.lat_ms += part.lat_ms
                     r.foreign_cores += part.foreign_cores * part.elapsed
-                    cpu[s.label] += part.cpu_ms_per_req.get("tether", 0.0) * part.n
+            await asyncio.sleep(SETTLE)
+            cpu1 = _cpu(sides)
             for label, r in merged.items():
                 if r.n:
-                    r.cpu_ms_per_req = {"tether": cpu[label] / r.n}
+                    r.cpu_ms_per_req = {"tether": (cpu1[label] - cpu0[label]) * 1000 / r.n}
                 r.foreign_cores = r.foreign_cores / r.elapsed if r.elapsed else 0.0
                 out.results[(label, c)] = r
                 print(f"{r.line()}  Tether CPU {r.cpu_ms_per_req.get('tether', 0):.3f} ms/turn")
             print(
-                f"  CPU per turn at c={c}: after ÷ before {out.ratio(c):.3f}, index writes off "
-                f"÷ before {out.ratio(c, 'noindex'):.3f}, after ÷ index writes off "
+                f"  CPU per turn at c={c}: after ÷ before {out.ratio(c):.3f}, FTS5 writes off "
+                f"÷ before {out.ratio(c, 'noindex'):.3f}, after ÷ FTS5 writes off "
                 f"{out.ratio(c, 'after', 'noindex'):.3f}",
                 flush=True,
             )
@@ -308,9 +320,9 @@ def target_line(r: BeforeAfter) -> list[str]:
         off = r.results.get(("noindex", c))
         if off is not None and off.n:
             lines.append(
-                f"      the working tree with its index writes off (diagnostic): "
+                f"      the working tree with its FTS5 writes off (diagnostic): "
                 f"{off.cpu_ms_per_req['tether']:.3f} ms/turn, {r.ratio(c, 'noindex'):.3f}× "
-                f"before; keeping the index: {r.ratio(c, 'after', 'noindex'):.3f}×"
+                f"before; the FTS5 writes: {r.ratio(c, 'after', 'noindex'):.3f}×"
             )
     return lines
 

@@ -14,9 +14,11 @@ Activity times one minute apart, the newest last.
 The search rows are written as Tether writes them (src/tether/store/sqlite_search.py,
 migration 0006): every user/assistant/tool text into `search_words`, texts holding CJK
 characters also into `search_cjk`, rowid = conversation_pk << 32 | seq (summaries at
-2^31 + epoch). One transaction, `executemany` per batch. The file is cached in the temp dir
-under a key made of SEED_VERSION, the sizes and the migrations' text, so a second run reuses it
-(a copy of it: the server runs on the copy).
+2^31 + epoch), each row's `tenant` column its tenant's token (store/indexing.py). One
+transaction, `executemany` per batch. The file is cached in the temp dir under a key made of
+SEED_VERSION, the sizes, the migrations' text and store/indexing.py's (what a row holds), so a
+second run reuses it (a copy of it: the server runs on the copy) and a change of the schema or
+of the rows' format seeds afresh. Whoever changes the format updates this file too.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ TEAMS = 20
 PAGE_MESSAGES = 10_000
 PAGE_ID = "page-10000"
 MIGRATIONS = procs.ROOT / "src/tether/store/migrations/sqlite"
+INDEXING = procs.ROOT / "src/tether/store/indexing.py"
 
 COMMON_TEXT = (
     "the to and of a in is it you that for on with this be are not have was as at we can "
@@ -131,7 +134,7 @@ class Corpus:
 
 def cache_key(conversations: int) -> str:
     h = hashlib.sha1(f"v{SEED_VERSION}:{conversations}:{PAGE_MESSAGES}".encode())
-    for f in sorted(MIGRATIONS.glob("*.sql")):
+    for f in [*sorted(MIGRATIONS.glob("*.sql")), INDEXING]:
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:12]
 

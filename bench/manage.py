@@ -376,9 +376,11 @@ def markdown(run: ManageRun) -> str:
             f"{t.seeded_s:.1f} s), bridge turns on stored {before_after.STORED}-message "
             f"conversations, {before_after.BLOCKS} alternating blocks per level. Before: "
             f"{t.imported.get('before', '—')}; after: {t.imported.get('after', '—')}; the "
-            "third, a diagnostic (no target): the working tree with a turn's index writes "
-            f"replaced by a no-op, {t.imported.get('noindex', '—')}. Tether CPU per turn from "
-            "/proc over each server's blocks.",
+            "third, a diagnostic (no target): the working tree with its FTS5 writes "
+            f"(`sqlite_search.index_messages`) a no-op, {t.imported.get('noindex', '—')}. "
+            "Tether CPU per turn: all the CPU of the server's process (/proc) from the first "
+            f"block to {before_after.SETTLE:g} s after the last (background indexing "
+            "included) ÷ its turns.",
             "",
         ]
         out += [*(before_after.table(t) if not t.error else [f"Not measured: {t.error}"]), ""]
