@@ -70,6 +70,8 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("GET", "/api/sessions/{session_id}/messages"),
             ("POST", "/v1/responses"),
             ("GET", "/v1/responses/{response_id}"),
+            ("GET", "/v1/responses/{response_id}/input_items"),
+            ("POST", "/v1/responses/{response_id}/cancel"),
             ("DELETE", conv),  # last
         ]
         # every authenticated route: the chat request above, and one of each other one here

@@ -119,7 +119,18 @@ def test_a_chain_by_previous_response_id_and_a_fork(
         timeout=10,
         json={"model": "scripted", "input": "x", "previous_response_id": "resp_" + "0" * 32},
     )
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "response_not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "previous_response_not_found"
+    # the response's input, as items; a finished response's cancel answers it as it ended
+    listed = httpx2.get(f"{srv.url}/v1/responses/{ids[1]}/input_items", timeout=10).json()
+    assert [(i["type"], i["role"], i["content"][0]["text"]) for i in listed["data"]] == [
+        ("message", "user", "turn 0")
+    ]
+    check(spec, "Message", {**listed["data"][0], "content": listed["data"][0]["content"]})
+    cancelled = httpx2.post(f"{srv.url}/v1/responses/{ids[1]}/cancel", timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "completed"
+    gone = httpx2.get(f"{srv.url}/v1/responses/resp_{'0' * 32}", timeout=10)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "response_not_found"
 
 
 def test_chat_completions_and_responses_share_one_transcript(

@@ -86,7 +86,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
         assert resp.status_code == STATUSES.get((method, path), 200), (method, url, resp.text)
         assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
         seen.add((method, path))
-    assert len(seen) == 23
+    assert len(seen) == 25
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

@@ -233,6 +233,7 @@ def conversation_calls(conversation_id: str, turn_id: str) -> list[Call]:
     ids = {
         "conversation_id": conversation_id,
         "session_id": conversation_id,  # the Hermes-compatible reads name it so
+        "response_id": "resp_" + turn_id.removeprefix("turn_"),  # a response names its turn
         "turn_id": turn_id,
         "call_id": "call_none",
     }
@@ -264,7 +265,12 @@ def conversation_calls(conversation_id: str, turn_id: str) -> list[Call]:
 
 
 def names_conversation(path: str) -> bool:
-    return "{conversation_id}" in path or "{session_id}" in path
+    return any(f"{{{name}}}" in path for name in ("conversation_id", "session_id", "response_id"))
+
+
+def foreign_code(path: str) -> str:
+    """What another tenant's id answers on this path."""
+    return "response_not_found" if "{response_id}" in path else "conversation_not_found"
 
 
 def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +340,7 @@ def test_another_tenant_reaches_nothing_through_any_conversation_route(
     before = srv.counts()
 
     for call in foreign:
-        assert_not_found(send(srv, keyed.b, call), "conversation_not_found", call)
+        assert_not_found(send(srv, keyed.b, call), foreign_code(call.path), call)
     # B's own "bola-shared" is another conversation: A's turn is not in it
     for call in conversation_calls("bola-shared", shared_turn):
         if "{turn_id}" in call.path:

@@ -84,6 +84,8 @@ MANAGE_PARAMETERS: dict[str, Schema] = {
         "schema": {"type": "string", "pattern": "^resp_[0-9a-f]{32}$"},
         "description": "A response's id (resp_…).",
     },
+    "ItemsOrder": _query("order", {"enum": ["asc", "desc"], "default": "desc"}, "Item order."),
+    "ItemsAfter": _query("after", {"type": "string"}, "The last item id of the previous page."),
     "Offset": _query("offset", {"type": "integer", "minimum": 0, "maximum": 100000}, "Skip."),
     "SessionLimit": _query(
         "limit", {"type": "integer", "minimum": 0, "maximum": 200, "default": 50}, "Per page."
@@ -268,7 +270,8 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         errors={
             400: "Invalid fields or input items (invalid_request, invalid_json), "
             "store_false_not_supported, model_required.",
-            404: "previous_response_id names no response of the tenant (response_not_found), "
+            404: "previous_response_id names no response of the tenant "
+            "(previous_response_not_found), "
             "or conversation names a server-minted id that does not exist "
             "(conversation_not_found); a model the upstream does not serve (model_not_found).",
             409: "Another turn of the conversation is running (conversation_busy).",
@@ -286,6 +289,32 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         id="getResponse",
         tag="responses",
         summary="A stored response, rebuilt from its turn",
+        parameters=("ResponseId",),
+        answers=(Answer(description="The response.", schema="ResponseObject"),),
+        errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
+    ),
+    Operation(
+        method="get",
+        path="/v1/responses/{response_id}/input_items",
+        id="listResponseInputItems",
+        tag="responses",
+        summary="What a response's turn stored besides its reply: its input, as items",
+        parameters=("ResponseId", "ListLimit", "ItemsOrder", "ItemsAfter"),
+        answers=(Answer(description="A page of items.", schema="ResponseItemList"),),
+        errors={
+            400: "A bad limit (invalid_request).",
+            404: "No such response of the tenant (response_not_found).",
+            503: _STORAGE,
+        },
+    ),
+    Operation(
+        method="post",
+        path="/v1/responses/{response_id}/cancel",
+        id="cancelResponse",
+        tag="responses",
+        summary="Stop a running response (nothing of it is stored)",
+        description="A response that already ended is left as it ended; either way the answer "
+        "is the response as it is then (status cancelled when this stopped it).",
         parameters=("ResponseId",),
         answers=(Answer(description="The response.", schema="ResponseObject"),),
         errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},

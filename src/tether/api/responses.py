@@ -30,8 +30,13 @@ from tether.upstream.wire import chat_message
 PASSED = ("temperature", "top_p", "parallel_tool_calls", "presence_penalty", "frequency_penalty")
 
 
-def _not_found(rid: str, code: str = "response_not_found") -> TetherError:
-    return TetherError(404, code, f"response {rid!r} does not exist", param="previous_response_id")
+def _not_found(rid: str) -> TetherError:
+    return TetherError(
+        404,
+        "previous_response_not_found",
+        f"previous response {rid!r} does not exist",
+        param="previous_response_id",
+    )
 
 
 async def _turn(state: AppState, tenant: str, rid: str) -> Turn:
@@ -139,28 +144,81 @@ async def create_response(request: Request) -> Response:
     return turn_stream(state, run.out, 0, projection.headers(info))
 
 
-async def get_response(request: Request) -> Response:
-    """A stored response, rebuilt from its turn: the reply it stored, its usage, its status."""
-    state, tenant = state_of(request), tenant_of(request)
-    rid = request.path_params["response_id"]
-    try:
-        turn = await _turn(state, tenant, rid)
-    except TetherError as exc:
-        raise TetherError(404, "response_not_found", exc.message) from None
-    assert turn.conversation_id is not None and turn.last_seq is not None
+async def _stored(state: AppState, tenant: str, rid: str) -> tuple[Turn, dict[str, Any]]:
+    """A response rebuilt from its turn: the reply it stored (none yet while it runs, none
+    if it was cancelled or failed), its usage, its status."""
+    turn = None
+    if isinstance(rid, str) and rid.startswith("resp_"):
+        turn = await state.store.find_turn(tenant, turn_of(rid))
+    if turn is None or turn.conversation_id is None:
+        raise TetherError(404, "response_not_found", f"response {rid[:80]!r} does not exist")
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
-    stored = await state.store.load_messages(conv.pk, turn.last_seq - 1, turn.last_seq)
-    output = items.output_items(stored, turn.id)
+    stored: list[Message] = []
+    if turn.last_seq is not None:
+        stored = await state.store.load_messages(conv.pk, turn.last_seq - 1, turn.last_seq)
     body = response_object(
         rid=response_id(turn.id),
         created_at=turn.started_at,
         model=turn.model or "",
-        status="completed" if turn.status == "completed" else turn.status,
-        output=output,
+        status="in_progress" if turn.status == "running" else turn.status,
+        output=items.output_items(stored, turn.id),
         request={},
         previous=None,
         usage=usage_of(turn.usage),
         completed_at=turn.finished_at,
+        error={"code": str(turn.error.get("code")), "message": str(turn.error.get("message"))}
+        if turn.error
+        else None,
     )
     body["conversation"] = {"id": conv.id}
+    return turn, body
+
+
+async def get_response(request: Request) -> Response:
+    state = state_of(request)
+    _, body = await _stored(state, tenant_of(request), request.path_params["response_id"])
+    return json_response(body)
+
+
+async def cancel_response(request: Request) -> Response:
+    """Stop a running response (nothing of its turn is stored); a finished one is left as it
+    ended. Either way the answer is the response as it is then."""
+    state, tenant = state_of(request), tenant_of(request)
+    rid = request.path_params["response_id"]
+    running = state.engine.coordinator.find(turn_of(rid)) if rid.startswith("resp_") else None
+    if running is not None and running.tenant_id == tenant:
+        running.stop()
+        await running.ended()
+    _, body = await _stored(state, tenant, rid)
+    return json_response(body)
+
+
+async def list_input_items(request: Request) -> Response:
+    """The items the response's turn stored besides its final reply (the input it was given,
+    and any server tool rounds), oldest first (`order=desc`: newest first), `limit` (1-100,
+    default 20) a page, `after` an item id."""
+    state, tenant = state_of(request), tenant_of(request)
+    turn, _ = await _stored(state, tenant, request.path_params["response_id"])
+    conv = await conversations.get(state.engine, tenant, str(turn.conversation_id))
+    found: list[dict[str, Any]] = []
+    if turn.first_seq is not None and turn.last_seq is not None:
+        stored = await state.store.load_messages(conv.pk, turn.first_seq - 1, turn.last_seq - 1)
+        found = items.input_items(stored, turn.id)
+    if request.query_params.get("order", "desc") == "desc":
+        found.reverse()
+    after = request.query_params.get("after")
+    if after is not None:
+        at = next((i for i, item in enumerate(found) if item["id"] == after), None)
+        found = found[at + 1 :] if at is not None else []
+    limit = request.query_params.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise TetherError(400, "invalid_request", "limit must be 1 to 100", param="limit")
+    page = found[: int(limit)]
+    body = {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(found) > len(page),
+    }
     return json_response(body)

@@ -209,5 +209,14 @@ class ResponseEvent(TypedDict):
     sequence_number: Count
 
 
+class ResponseItemList(TypedDict):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 MANAGE_SHAPES["ResponseObject"] = ResponseBody
+MANAGE_SHAPES["ResponseItemList"] = ResponseItemList
 MANAGE_SHAPES["ResponseEvent"] = ResponseEvent

@@ -160,21 +160,84 @@ def output_items(
             text = m.content if isinstance(m.content, str) else None
             if text:
                 part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-                items.append({
-                    "type": "message", "id": item_id("msg", turn_id, len(items)), "status": status,
-                    "role": "assistant", "content": [part],
-                })  # fmt: skip
+                items.append(
+                    {
+                        "type": "message",
+                        "id": item_id("msg", turn_id, len(items)),
+                        "status": status,
+                        "role": "assistant",
+                        "content": [part],
+                    }
+                )
             for call in m.tool_calls or ():
                 fn = call.get("function") or {}
-                items.append({
-                    "type": "function_call", "id": item_id("fc", turn_id, len(items)),
-                    "call_id": call.get("id"), "name": fn.get("name"),
-                    "arguments": fn.get("arguments", ""), "status": status,
-                })  # fmt: skip
+                items.append(
+                    {
+                        "type": "function_call",
+                        "id": item_id("fc", turn_id, len(items)),
+                        "call_id": call.get("id"),
+                        "name": fn.get("name"),
+                        "arguments": fn.get("arguments", ""),
+                        "status": status,
+                    }
+                )
         elif m.role == "tool":
-            items.append({
-                "type": "function_call_output", "id": item_id("fco", turn_id, len(items)),
-                "call_id": m.tool_call_id, "output": m.content if isinstance(m.content, str)
-                else "", "status": "completed",
-            })  # fmt: skip
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "id": item_id("fco", turn_id, len(items)),
+                    "call_id": m.tool_call_id,
+                    "output": m.content if isinstance(m.content, str) else "",
+                    "status": "completed",
+                }
+            )
     return items
+
+
+def input_items(messages: list[Message], turn_id: str) -> list[dict[str, Any]]:
+    """Stored messages as input items (`GET /v1/responses/{id}/input_items`): messages with
+    `input_text` parts (the assistant's with `output_text`), calls and their outputs."""
+    found: list[dict[str, Any]] = []
+    for m in messages:
+        index = len(found)
+        if m.role == "tool":
+            found.append(
+                {
+                    "type": "function_call_output",
+                    "id": item_id("in", turn_id, index),
+                    "call_id": m.tool_call_id,
+                    "output": m.content if isinstance(m.content, str) else "",
+                    "status": "completed",
+                }
+            )
+            continue
+        kind = "output_text" if m.role == "assistant" else "input_text"
+        text = m.content if isinstance(m.content, str) else None
+        if isinstance(m.content, list):
+            text = "".join(str(p.get("text", "")) for p in m.content if isinstance(p, dict))
+        if text:
+            part: dict[str, Any] = {"type": kind, "text": text}
+            if kind == "output_text":
+                part["annotations"] = []
+            found.append(
+                {
+                    "type": "message",
+                    "id": item_id("in", turn_id, index),
+                    "status": "completed",
+                    "role": m.role,
+                    "content": [part],
+                }
+            )
+        for call in m.tool_calls or ():
+            fn = call.get("function") or {}
+            found.append(
+                {
+                    "type": "function_call",
+                    "id": item_id("in", turn_id, len(found)),
+                    "call_id": call.get("id"),
+                    "name": fn.get("name"),
+                    "arguments": fn.get("arguments", ""),
+                    "status": "completed",
+                }
+            )
+    return found
