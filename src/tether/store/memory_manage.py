@@ -12,11 +12,10 @@ from dataclasses import replace
 from tether.model import Checkpoint, Conversation, Turn
 from tether.store import indexing
 from tether.store.base import ConversationFilter, ImportedConversation, SearchHit, SearchQuery
-from tether.store.errors import ConflictError, QueryError
+from tether.store.errors import ConflictError
 from tether.store.memory_db import MemoryDatabase, _checkpoint, _json, _message, _turn
+from tether.store.ranking import count, terms
 from tether.store.sqlite_search import mark, unmark
-
-OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
 
 
 def _matches(db: MemoryDatabase, conv: Conversation, f: ConversationFilter | None) -> bool:
@@ -196,29 +195,9 @@ def find_turn(db: MemoryDatabase, tenant_id: str, turn_id: str) -> Turn | None:
     return replace(_turn(row.turn), conversation_id=conv.id)
 
 
-def _terms(match: str) -> list[tuple[str, bool]]:
-    """(text, prefix) of every phrase and word of an expression; operators ignored."""
-    if match.count('"') % 2:
-        raise QueryError("the search query is malformed: unterminated string")
-    found: list[tuple[str, bool]] = []
-    for phrase, word in re.findall(r'"([^"]*)"|([^\s"()]+)', match):
-        text = phrase or word
-        if text and text not in OPERATORS:
-            found.append((text.rstrip("*"), text.endswith("*")))
-    return found
-
-
-def _count(text: str, term: str, prefix: bool, cjk: bool) -> int:
-    lowered, term = text.lower(), term.lower()
-    if cjk:
-        return lowered.count(term)
-    tail = "" if prefix else r"(?!\w)"
-    return len(re.findall(r"(?<!\w)" + re.escape(term) + tail, lowered))
-
-
 def _all(text: str, terms: list[tuple[str, bool]], cjk: bool) -> int:
     """How often the terms occur, if every one does (else 0)."""
-    counts = [_count(text, t, p, cjk) for t, p in terms]
+    counts = [count(text, t, p, cjk) for t, p in terms]
     return sum(counts) if counts and all(counts) else 0
 
 
@@ -230,10 +209,10 @@ def _score(text: str, query: SearchQuery) -> int:
     boost = re.fullmatch(r'("[^"]*") OR \((.*)\)', query.match)
     if boost is None and " OR " in query.match and "(" not in query.match:
         alternatives = query.match.split(" OR ")
-        return sum(_all(text, _terms(a) + like, query.cjk) for a in alternatives)
-    found = _all(text, _terms(boost.group(2) if boost else query.match) + like, query.cjk)
+        return sum(_all(text, terms(a) + like, query.cjk) for a in alternatives)
+    found = _all(text, terms(boost.group(2) if boost else query.match) + like, query.cjk)
     if found and boost:
-        found += 10 * _all(text, _terms(boost.group(1)), query.cjk)
+        found += 10 * _all(text, terms(boost.group(1)), query.cjk)
     return found
 
 
@@ -254,7 +233,7 @@ def _documents(
 
 
 def search(db: MemoryDatabase, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
-    words = [t for t, _ in _terms(query.match)] + list(query.like or ())
+    words = [t for t, _ in terms(query.match)] + list(query.like or ())
     hits: list[SearchHit] = []
     for conv in list_conversations(db, tenant_id, 1 << 30, None, query.filters):
         for kind, seq, epoch, role, at, text in _documents(db, conv):

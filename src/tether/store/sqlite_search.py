@@ -14,14 +14,14 @@ from tether.model import Message
 from tether.store import indexing
 from tether.store.base import ConversationFilter, SearchHit, SearchQuery
 from tether.store.errors import QueryError
+from tether.store.ranking import relevance
 
 TABLES = ("search_words", "search_cjk")
 START, END = "\x02", "\x03"  # snippet() marks around a match, found and removed again
 SNIPPET_TOKENS = 16  # words; a trigram index counts characters: 4× as many
-GROUP_SCAN_ROWS = 20_000  # grouped search reads at most this many ranked rows for its hits
-# a query ranks (bm25, ~1-2 µs a row) only its newest RANK_WINDOW matching texts: a word in more
-# texts than that finds its hits among the newest (ranking all 540,000 texts holding a frequent
-# word took ~0.6 s; bench/README.md, issue 16)
+# a query ranks only its newest RANK_WINDOW matching texts: a word in more texts than that finds
+# its hits among the newest (ranking all 540,000 texts holding a frequent word with bm25 took
+# ~0.6 s; bench/README.md, issue 16)
 RANK_WINDOW = 1000
 
 
@@ -125,33 +125,44 @@ def filter_sql(filters: ConversationFilter | None, alias: str = "c") -> tuple[st
 
 
 def search(c: sqlite3.Connection, tenant_id: str, query: SearchQuery) -> list[SearchHit]:
-    """Only the tenant's rows (its token ANDed into the MATCH, read inside the index), the
-    newest RANK_WINDOW of them that match (and pass the filters) ranked by bm25."""
+    """The tenant's newest RANK_WINDOW texts that match (its token ANDed into the MATCH, read
+    inside the index; the filters applied), ranked by their own text (store/ranking.py)."""
     table = "search_cjk" if query.cjk else "search_words"
     where, params = filter_sql(query.filters)
     own = f'tenant : "{indexing.tenant_token(tenant_id)}"'
     match = f"{own} AND ({query.match})" if query.match else own
     likes = "".join(f" AND instr({table}.body, ?) > 0" for _ in query.like or ())
-    if query.match:  # the tenant column weighs nothing in the rank
-        score = f"bm25({table}, 1.0, 0.0)"
-    else:  # only words too short for trigrams: the newest first
-        score = f"-({table}.rowid & {indexing.SLOT_MASK})"
     joined = f" JOIN conversations c ON c.pk = ({table}.rowid >> 32)" if where else ""
     window = (
-        f"SELECT {table}.rowid AS id, {score} AS score FROM {table}{joined} "
+        f"SELECT {table}.rowid, {table}.body FROM {table}{joined} "
         f"WHERE {table} MATCH ?{likes}{where} ORDER BY {table}.rowid DESC LIMIT {RANK_WINDOW}"
     )
-    statement = f"SELECT id, score FROM ({window}) ORDER BY score LIMIT ? OFFSET ?"
-    args = [match, *(query.like or ()), *params]
     if query.match:
         check(query.match, query.cjk)
-    c.execute("BEGIN")  # one snapshot for the ranking and the hits (a delete may land between)
+    c.execute("BEGIN")  # one snapshot for the window and the hits (a delete may land between)
     try:
-        rows = _ranked(c, statement, args, query)
-        hits = [_hit(c, table, query, row, best) for row, best in rows]
+        found = c.execute(window, [match, *(query.like or ()), *params]).fetchall()
+        hits = [_hit(c, table, query, row, score) for row, score in _ranked(found, query)]
     finally:
         c.execute("ROLLBACK")
     return [h for h in hits if h is not None]
+
+
+def _ranked(found: list[tuple[int, str]], query: SearchQuery) -> list[tuple[int, float]]:
+    """(rowid, score: lower is better) of the best `limit` rows, newest first among equals;
+    grouped, each conversation's best only."""
+    scored = [
+        (row, -relevance(str(body), query.match, query.cjk, query.like)) for row, body in found
+    ]
+    scored.sort(key=lambda pair: pair[1])  # stable: the window is newest first
+    if not query.group:
+        return scored[: query.limit]
+    best: dict[int, tuple[int, float]] = {}
+    for row, score in scored:
+        best.setdefault(row >> 32, (row, score))
+        if len(best) == query.limit:
+            break
+    return list(best.values())
 
 
 _probes = threading.local()
@@ -170,28 +181,6 @@ def check(match: str, cjk: bool) -> None:
     except sqlite3.OperationalError as exc:
         reason = str(exc).removeprefix("fts5: ")
         raise QueryError(f"the search query is malformed: {reason}") from None
-
-
-def _ranked(
-    c: sqlite3.Connection, statement: str, args: list[Any], query: SearchQuery
-) -> list[tuple[int, float]]:
-    """The best rows; grouped, the best row of each conversation, read a batch at a time (an
-    FTS5 rank cannot be aggregated in SQL) until `limit` conversations or the last match."""
-    if not query.group:
-        found = c.execute(statement, [*args, query.limit, 0]).fetchall()
-        return [(int(r), float(s)) for r, s in found]
-    best: dict[int, tuple[int, float]] = {}
-    batch, offset = max(100, query.limit * 20), 0
-    while len(best) < query.limit:
-        found = c.execute(statement, [*args, batch, offset]).fetchall()
-        for row, score in found:
-            best.setdefault(int(row) >> 32, (int(row), float(score)))
-            if len(best) == query.limit:
-                break
-        if len(found) < batch or offset >= GROUP_SCAN_ROWS:
-            break
-        offset += batch
-    return list(best.values())
 
 
 def _hit(
