@@ -235,8 +235,8 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         tag="conversations",
         summary="Full-text search across the tenant's transcripts",
         description="User and assistant text, tool outputs and checkpoint summaries; ranked "
-        "(bm25), with snippets and the matches' offsets. CJK text is searched on a trigram "
-        "index.",
+        "by their own text (the newest 1,000 matches), with snippets and the matches' offsets. "
+        "CJK text is searched on a trigram index.",
         parameters=("SearchQuery", "SearchGroup", "ListLimit", "SearchTitle", *_FILTERS[1:]),
         answers=(Answer(description="The hits, best first.", schema="SearchResults"),),
         errors={

@@ -148,7 +148,7 @@ class SearchHit:
     role: str | None
     snippet: str  # plain text around the match
     highlights: list[tuple[int, int]]  # [start, end) offsets of the matched terms in snippet
-    score: float  # lower is better (FTS5 bm25)
+    score: float  # lower is better (store/ranking.py: minus the text's relevance)
     created_at: float
 
 

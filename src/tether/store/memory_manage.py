@@ -1,7 +1,7 @@
 """The in-memory store's conversation management (listing, update, delete, fork, import,
 aliases, turns) and a plain search: the same results as the SQLite store for the queries
 engine/search.py builds from plain words and phrases (every term present, words matched at word
-starts, CJK as substrings); ranking by how often the terms occur, not bm25."""
+starts, CJK as substrings), ranked as the SQLite store ranks (store/ranking.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tether.store import indexing
 from tether.store.base import ConversationFilter, ImportedConversation, SearchHit, SearchQuery
 from tether.store.errors import ConflictError
 from tether.store.memory_db import MemoryDatabase, _checkpoint, _json, _message, _turn
-from tether.store.ranking import count, terms
+from tether.store.ranking import count, relevance, terms
 from tether.store.sqlite_search import mark, unmark
 
 
@@ -239,12 +239,13 @@ def search(db: MemoryDatabase, tenant_id: str, query: SearchQuery) -> list[Searc
         for kind, seq, epoch, role, at, text in _documents(db, conv):
             if query.cjk and not indexing.has_cjk(text):
                 continue
-            count = _score(text, query)
-            if count:
+            found = _score(text, query)
+            if found:
                 snippet, spans = unmark(mark(text, words))
                 hits.append(SearchHit(
                     conversation_id=conv.id, title=conv.title, kind=kind, seq=seq, epoch=epoch,
-                    role=role, snippet=snippet, highlights=spans, score=-float(count),
+                    role=role, snippet=snippet, highlights=spans,
+                    score=-relevance(text, query.match, query.cjk, query.like),
                     created_at=at,
                 ))  # fmt: skip
     hits.sort(key=lambda h: h.score)
