@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,12 +236,67 @@ def test_the_stream_follows_the_spec_event_by_event(
     assert "".join(deltas) == "echo: sdk stream" and final.output_text == "echo: sdk stream"
 
 
+def rows(db: Path) -> dict[str, int]:
+    """Every table's row count in the server's file."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+
+def test_store_false_answers_and_leaves_no_rows(
+    srv: TetherServer, upstream: ScriptedUpstream, spec: dict[str, Any]
+) -> None:
+    sdk = client(srv)
+    head = sdk.responses.create(model="scripted", input="remember the lighthouse")
+    older = sdk.responses.create(model="scripted", input="and then", previous_response_id=head.id)
+    httpx2.get(f"{srv.url}/v1/search", params={"q": "lighthouse"}, timeout=10)  # index drained
+    before = rows(srv.db_path)
+    alone = raw_create(srv, input="a passing thought", store=False)
+    check(spec, "ResponseResource", alone)
+    assert alone["store"] is False and alone["conversation"] is None
+    assert alone["output"][0]["content"][0]["text"] == "echo: a passing thought"
+    # continuing a stored conversation unstored: the model sees its history, nothing is added
+    cont = sdk.responses.create(
+        model="scripted", input="what was it?", previous_response_id=older.id, store=False
+    )
+    assert cont.output_text == "echo: what was it?"
+    sent = upstream.chat_bodies()[-1]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "remember the lighthouse",
+        "and then",
+        "what was it?",
+    ]
+    with sdk.responses.stream(
+        model="scripted", input="streamed, unstored", store=False, previous_response_id=older.id
+    ) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "echo: streamed, unstored"
+    keyed = httpx2.post(
+        f"{srv.url}/v1/responses",
+        json={"model": "scripted", "input": "keyed", "store": False},
+        headers={"Idempotency-Key": "unstored-1"},
+        timeout=10,
+    )
+    assert keyed.status_code == 200, keyed.text
+    httpx2.get(f"{srv.url}/v1/search", params={"q": "unstored"}, timeout=10)
+    assert rows(srv.db_path) == before  # no table gained or lost a row
+    for rid in (alone["id"], cont.id):  # an unstored response cannot be read back
+        assert httpx2.get(f"{srv.url}/v1/responses/{rid}", timeout=10).status_code == 404
+    # from an older response it would fork (a stored conversation): refused, not stored
+    refused = httpx2.post(
+        f"{srv.url}/v1/responses",
+        json={"model": "scripted", "input": "x", "store": False, "previous_response_id": head.id},
+        timeout=10,
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "previous_response_id"
+    assert rows(srv.db_path) == before
+
+
 def test_bad_requests_are_400s(srv: TetherServer) -> None:
     for body, param in (
         ({"model": "scripted"}, "input"),
         ({"model": "scripted", "input": [{"type": "reasoning"}]}, "input[0].type"),
         ({"model": "scripted", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0]"),
-        ({"model": "scripted", "input": "x", "store": False}, "store"),
         (
             {"model": "scripted", "input": "x", "conversation": "c", "previous_response_id": "r"},
             "conversation",

@@ -269,7 +269,7 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
         ),
         errors={
             400: "Invalid fields or input items (invalid_request, invalid_json), "
-            "store_false_not_supported, model_required.",
+            "model_required; store: false from an older response (it would fork).",
             404: "previous_response_id names no response of the tenant "
             "(previous_response_not_found), "
             "or conversation names a server-minted id that does not exist "

@@ -27,6 +27,9 @@ from tether.protocols import responses_items as items
 from tether.protocols.responses import Responses, response_id, response_object, turn_of, usage_of
 from tether.upstream.wire import chat_message
 
+# store: false writes nothing: no compaction (a checkpoint is a write), no server tools (their
+# journal is), no idempotency record
+UNSTORED: dict[str, Any] = {"store": False, "compaction": "off", "tools": frozenset()}
 PASSED = ("temperature", "top_p", "parallel_tool_calls", "presence_penalty", "frequency_penalty")
 
 
@@ -48,9 +51,12 @@ async def _turn(state: AppState, tenant: str, rid: str) -> Turn:
     return turn
 
 
-async def _conversation(state: AppState, tenant: str, data: dict[str, Any]) -> str | None:
+async def _conversation(
+    state: AppState, tenant: str, data: dict[str, Any], store: bool
+) -> str | None:
     """Where the response runs: `conversation`, or where `previous_response_id` left off (at
-    the head: that conversation; earlier: a fork made at that point)."""
+    the head: that conversation; earlier: a fork made at that point — not for `store: false`,
+    which writes nothing)."""
     named = data.get("conversation")
     if isinstance(named, dict):
         named = named.get("id")
@@ -73,6 +79,14 @@ async def _conversation(state: AppState, tenant: str, data: dict[str, Any]) -> s
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
     if turn.last_seq == conv.last_seq:
         return conv.id
+    if not store:
+        raise TetherError(
+            400,
+            "invalid_request",
+            f"{previous!r} is not its conversation's latest response: continuing from it makes "
+            "a fork, a stored conversation, and store: false stores nothing",
+            param="previous_response_id",
+        )
     fork = await conversations.fork(state.engine, conv, turn.last_seq)
     return fork.id
 
@@ -103,21 +117,20 @@ async def create_response(request: Request) -> Response:
     state, tenant = state_of(request), tenant_of(request)
     data = await read_json_object(request, state.settings.max_body_bytes, "input")
     parsed(CreateResponse, data)  # the types (400 naming the field); `data` is used as sent
-    if data.get("store") is False:
-        raise TetherError(
-            400,
-            "store_false_not_supported",
-            "store: false is not supported yet: every response is stored",
-            param="store",
-        )
+    store = data.get("store") is not False
     stream = data.get("stream") is True
     messages = _messages(data)
     model = data.get("model") if isinstance(data.get("model"), str) else None
-    key = None
-    if (header := request.headers.get("idempotency-key")) is not None:
+    key = None  # store: false keeps no record of its answer to replay
+    if store and (header := request.headers.get("idempotency-key")) is not None:
         key = idempotency.key_for(tenant, request.url.path, header, [data])
-    conversation_id = await _conversation(state, tenant, data)
-    projection = Responses(stream=stream, request=data, previous=data.get("previous_response_id"))
+    conversation_id = await _conversation(state, tenant, data, store)
+    projection = Responses(
+        stream=stream,
+        request=data,
+        previous=data.get("previous_response_id"),
+        nowhere=not store and conversation_id is None,
+    )
     req = TurnRequest(
         tenant_id=tenant,
         conversation_id=conversation_id,
@@ -128,6 +141,7 @@ async def create_response(request: Request) -> Response:
         projection=projection,
         history="append",  # a Responses client sends only what is new
         idempotency=key,
+        **({} if store else UNSTORED),
     )
     if key is not None:
         record = await idempotency.claim(state.store, key, state.settings.idempotency_retention)

@@ -53,6 +53,9 @@ async def commit(
             run.req.idempotency, run.req.stream, [*run.out.log, *tail], headers
         )
     run.committing = True  # from here on the turn completes: a cancel is too late
+    if not run.req.store:
+        log.info("turn.unstored", turn_id=turn.id, messages=len(target.plan.new) + len(produced))
+        return
     try:
         work = run.deps.store.commit_turn(
             TurnCommit(

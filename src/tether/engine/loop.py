@@ -69,7 +69,7 @@ async def _on_record(run: TurnRun) -> None:
     from its first token): a crash from here leaves it `incomplete` with its journal."""
     target = run.target
     assert target is not None
-    if not run.req.stream and target.can_compact and target.conv is not None:
+    if run.req.store and not run.req.stream and target.can_compact and target.conv is not None:
         await run.deps.store.record_turn(target.conv.pk, run.record)
 
 

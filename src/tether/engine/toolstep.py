@@ -164,6 +164,8 @@ def _conversation(run: TurnRun) -> str | None:
 async def _journal(
     run: TurnRun, call_id: str, name: str, source: str, args: str, ran: Ran, round_no: int
 ) -> None:
+    if not run.req.store:
+        return
     conversation_id = _conversation(run)
     step = ToolStep(
         turn_id=run.record.id,

@@ -210,7 +210,7 @@ class TurnRun:
         target = self.target
         assert target is not None
         self.record.first_token_at = time.time()
-        if target.can_compact and target.conv is not None:
+        if self.req.store and target.can_compact and target.conv is not None:
             # the client learns the turn's id now: a crash leaves it running, marked incomplete
             # at start-up. (A JSON turn's id is only known with its result: recorded then.)
             await self.deps.store.record_turn(target.conv.pk, self.record)
@@ -278,7 +278,7 @@ class TurnRun:
             await idempotency.release(self.deps.store, self.req.idempotency)
         except Exception:
             log.exception("turn.release_key_failed", turn_id=turn.id)
-        if target is not None and target.can_compact and target.conv is not None:
+        if self.req.store and target is not None and target.can_compact and target.conv:
             try:
                 await self.deps.store.record_turn(target.conv.pk, turn)
             except Exception:

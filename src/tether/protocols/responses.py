@@ -97,7 +97,10 @@ def response_object(
     incomplete: str | None = None,
     info: TurnInfo | None = None,
     completed_at: float | None = None,
+    nowhere: bool = False,
 ) -> dict[str, Any]:
+    """`nowhere`: an unstored response (`store: false`) outside any conversation: it names
+    none (the id its turn was given is never written)."""
     body: dict[str, Any] = {
         "id": rid,
         "object": "response",
@@ -114,7 +117,9 @@ def response_object(
         "usage": usage,
         **echoed(request),
     }
-    if info is not None:
+    if nowhere:
+        body["conversation"] = None
+    elif info is not None:
         body["conversation"] = {"id": info.conversation_id}
         body["tether"] = tether_object(info)
     return body
@@ -123,10 +128,13 @@ def response_object(
 class Responses:
     """One turn's rendering (a `Projection`) for `POST /v1/responses`."""
 
-    def __init__(self, *, stream: bool, request: dict[str, Any], previous: str | None) -> None:
+    def __init__(
+        self, *, stream: bool, request: dict[str, Any], previous: str | None, nowhere: bool = False
+    ) -> None:
         self.stream = stream
         self.request = request
         self.previous = previous
+        self.nowhere = nowhere  # store: false, in no conversation
         self.model = str(request.get("model") or "")
         self.created = time.time()
         self.seq = -1
@@ -138,7 +146,7 @@ class Responses:
         self.calls: dict[int, dict[str, Any]] = {}  # a streamed tool call's item, by index
 
     def headers(self, info: TurnInfo) -> dict[str, str]:
-        return turn_headers(info)
+        return {"X-Tether-Turn": info.turn_id} if self.nowhere else turn_headers(info)
 
     # -- events --------------------------------------------------------------------------
 
@@ -156,6 +164,7 @@ class Responses:
             request=self.request,
             previous=self.previous,
             info=info,
+            nowhere=self.nowhere,
             **kw,
         )
 
