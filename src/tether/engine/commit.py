@@ -19,7 +19,7 @@ from tether.engine.titles import title_later
 from tether.engine.validate import validate_sequence
 from tether.errors import TetherError
 from tether.model import Conversation, Message
-from tether.store.base import TurnCommit
+from tether.store.base import StoredResponse, TurnCommit
 from tether.store.errors import ConflictError
 from tether.upstream.wire import chat_message
 
@@ -46,12 +46,7 @@ async def commit(
     turn.status = "completed"
     turn.finished_at = time.time()
     conv = target.conv
-    stored = None
-    if run.req.idempotency is not None:
-        headers = run.req.projection.headers(finished.info)
-        stored = idempotency.stored(
-            run.req.idempotency, run.req.stream, [*run.out.log, *tail], headers
-        )
+    stored = _keyed_response(run, finished, tail)
     run.committing = True  # from here on the turn completes: a cancel is too late
     if not run.req.store:
         log.info("turn.unstored", turn_id=turn.id, messages=len(target.plan.new) + len(produced))
@@ -92,6 +87,14 @@ async def commit(
         compacted=turn.compacted,
         ms=round((turn.finished_at - turn.started_at) * 1000, 1),
     )
+
+
+def _keyed_response(run: TurnRun, finished: Finished, tail: list[bytes]) -> StoredResponse | None:
+    """What a keyed turn stores of its answer, to replay it."""
+    if run.req.idempotency is None:
+        return None
+    headers = run.req.projection.headers(finished.info)
+    return idempotency.stored(run.req.idempotency, run.req.stream, [*run.out.log, *tail], headers)
 
 
 def history_after(target: Target, produced: list[Message]) -> dict[str, Any]:
