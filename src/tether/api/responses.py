@@ -6,6 +6,7 @@ point (never a rewrite). `conversation` continues a conversation directly."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -15,12 +16,13 @@ from tether.api.access import state_of, tenant_of
 from tether.api.body import read_json_object
 from tether.api.jsonbody import json_response
 from tether.api.models_manage import CreateResponse, parsed
-from tether.api.sse import turn_stream
+from tether.api.sse import replay_stream, turn_stream
 from tether.api.state import AppState
 from tether.engine import conversations, idempotency
 from tether.engine.ids import check_conversation_id
 from tether.engine.incoming import Incoming
-from tether.engine.request import TurnRequest
+from tether.engine.request import TurnInfo, TurnRequest
+from tether.engine.turn import TurnRun
 from tether.errors import TetherError
 from tether.model import Message, Turn
 from tether.protocols import responses_items as items
@@ -113,17 +115,29 @@ def _messages(data: dict[str, Any]) -> Incoming:
     return Incoming([chat_message(m) for m in new], lambda _, i: new[i])
 
 
-async def create_response(request: Request) -> Response:
-    state, tenant = state_of(request), tenant_of(request)
-    data = await read_json_object(request, state.settings.max_body_bytes, "input")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Begun:
+    """A response under way: its turn (its stream `run.out`), or a keyed request's replay."""
+
+    run: TurnRun | None = None
+    info: TurnInfo | None = None
+    projection: Responses | None = None
+    replay: tuple[list[bytes], dict[str, str]] | None = None
+
+
+async def begin(
+    state: AppState, tenant: str, data: dict[str, Any], idempotency_key: str | None, path: str
+) -> Begun:
+    """Start the response `data` asks for (the body of `POST /v1/responses`, or a WebSocket's
+    `response.create`): checked, placed in its conversation, its turn running."""
     parsed(CreateResponse, data)  # the types (400 naming the field); `data` is used as sent
     store = data.get("store") is not False
     stream = data.get("stream") is True
     messages = _messages(data)
     model = data.get("model") if isinstance(data.get("model"), str) else None
     key = None  # store: false keeps no record of its answer to replay
-    if store and (header := request.headers.get("idempotency-key")) is not None:
-        key = idempotency.key_for(tenant, request.url.path, header, [data])
+    if store and idempotency_key is not None:
+        key = idempotency.key_for(tenant, path, idempotency_key, [data])
     conversation_id = await _conversation(state, tenant, data, store)
     projection = Responses(
         stream=stream,
@@ -146,16 +160,31 @@ async def create_response(request: Request) -> Response:
     if key is not None:
         record = await idempotency.claim(state.store, key, state.settings.idempotency_retention)
         if record is not None:
-            payloads, headers = idempotency.replayed(record)
-            return Response(payloads[0], 200, headers, media_type="application/json")
+            return Begun(replay=idempotency.replayed(record))
     try:
         run, info = await state.engine.start(req)
     except TetherError:
         await idempotency.release(state.store, key)
         raise
-    if not stream:
+    return Begun(run=run, info=info, projection=projection)
+
+
+async def create_response(request: Request) -> Response:
+    state = state_of(request)
+    data = await read_json_object(request, state.settings.max_body_bytes, "input")
+    begun = await begin(
+        state, tenant_of(request), data, request.headers.get("idempotency-key"), request.url.path
+    )
+    if begun.replay is not None:
+        payloads, headers = begun.replay
+        if data.get("stream") is True:
+            return replay_stream(payloads, headers)
+        return Response(payloads[0], 200, headers, media_type="application/json")
+    assert begun.run is not None and begun.info is not None and begun.projection is not None
+    run = begun.run
+    if data.get("stream") is not True:
         return Response(await run.result, 200, run.final_headers, media_type="application/json")
-    return turn_stream(state, run.out, 0, projection.headers(info))
+    return turn_stream(state, run.out, 0, begun.projection.headers(begun.info))
 
 
 async def _stored(state: AppState, tenant: str, rid: str) -> tuple[Turn, dict[str, Any]]:
