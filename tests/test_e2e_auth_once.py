@@ -47,6 +47,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
         ids["call_id"] = "call-none"
         ids["session_id"] = "rate-1"
         ids["response_id"] = "resp_" + turn.removeprefix("turn_")
+        ids["item_id"] = "msg_1"
         requests = [
             ("GET", turn_path + "/events"),
             ("GET", turn_path),
@@ -72,6 +73,12 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("GET", "/v1/responses/{response_id}"),
             ("GET", "/v1/responses/{response_id}/input_items"),
             ("POST", "/v1/responses/{response_id}/cancel"),
+            ("POST", "/v1/conversations"),
+            ("POST", conv),
+            ("GET", conv + "/items"),
+            ("POST", conv + "/items"),
+            ("GET", conv + "/items/{item_id}"),
+            ("DELETE", conv + "/items/{item_id}"),
             ("DELETE", conv),  # last
         ]
         # every authenticated route: the chat request above, and one of each other one here

@@ -50,6 +50,11 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
         "decision": "deny"
     },
     ("POST", "/v1/responses"): {"model": "scripted", "input": "x"},
+    ("POST", "/v1/conversations"): {"metadata": {"k": "v"}},
+    ("POST", "/v1/conversations/{conversation_id}"): {"metadata": {"k": "v"}},
+    ("POST", "/v1/conversations/{conversation_id}/items"): {
+        "items": [{"role": "user", "content": "an item"}]
+    },
 }
 QUERIES = {"/v1/search": {"q": "x"}}
 STATUSES = {
@@ -70,6 +75,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
     ids["session_id"] = "gate-1"
     ids["response_id"] = "resp_" + ids["turn_id"].removeprefix("turn_")
     ids["call_id"] = "call-none"
+    ids["item_id"] = "msg_1"
     seen = set()
     every = [
         (method, route.path)
@@ -77,7 +83,9 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
         for method in sorted(getattr(route, "methods", None) or ())
         if method != "HEAD" and route.path not in OPEN_PATHS and route.path != CHAT
     ]
-    for method, path in sorted(every, key=lambda mp: mp[0] == "DELETE"):  # the delete last
+    conv = "/v1/conversations/{conversation_id}"
+    last = {("DELETE", conv + "/items/{item_id}"): 1, ("DELETE", conv): 2}  # the deletes last
+    for method, path in sorted(every, key=lambda mp: last.get(mp, 0)):
         before = tokens_left(tc)
         url = path.replace(":path}", "}").format(**ids)
         resp = tc.request(
@@ -86,7 +94,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
         assert resp.status_code == STATUSES.get((method, path), 200), (method, url, resp.text)
         assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
         seen.add((method, path))
-    assert len(seen) == 25
+    assert len(seen) == 31
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

@@ -99,6 +99,25 @@ async def test_update_title_and_metadata_and_a_stale_version(store: Store) -> No
     assert (await store.update_conversation(conv.pk, title="ok", expected_last_seq=4)).title == "ok"
 
 
+async def test_removed_messages_stay_in_the_transcript_marked(store: Store) -> None:
+    conv = await create(store, "t", "c", chat(4))
+    assert await store.remove_messages(conv.pk, [2, 3], 1234.5) == 2
+    assert await store.remove_messages(conv.pk, [3, 9], 2000.0) == 0  # already, or no such seq
+    loaded = await store.load_conversation("t", "c", True)
+    assert [(m.seq, m.removed) for m in loaded.messages or []] == [
+        (1, False),
+        (2, True),
+        (3, True),
+        (4, False),
+    ]
+    marked = (loaded.messages or [])[1]
+    assert marked.extra == {"tether_removed": 1234.5} and marked.content == "m1"
+    assert loaded.conversation is not None and loaded.conversation.last_seq == 4
+    assert loaded.conversation.updated_at == 1234.5
+    with pytest.raises(ConflictError):
+        await store.remove_messages(10**9, [1], 1.0)
+
+
 async def test_aliases_and_turns_are_listed(store: Store) -> None:
     conv = await create(store, "t", "c", chat(2))
     await store.add_alias("t", "old-id", conv.pk)

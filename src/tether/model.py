@@ -55,6 +55,15 @@ class Message:
     turn_id: str | None = None
     created_at: float = 0.0
 
+    @property
+    def removed(self) -> bool:
+        """Removed from the model's view (`DELETE …/items/{id}`): still in the transcript,
+        with its seq and when (`extra[REMOVED]`)."""
+        return bool(self.extra and REMOVED in self.extra)
+
+
+REMOVED = "tether_removed"  # a message's extra field: when it left the model's view
+
 
 @dataclass(slots=True, kw_only=True)
 class Turn:

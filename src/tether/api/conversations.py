@@ -33,7 +33,7 @@ PATCH_BODY_BYTES = 64 * 1024
 _METADATA = re.compile(r"metadata\[(.{1,64})\]")
 
 
-def _headers(conv: Conversation) -> dict[str, str]:
+def version_headers(conv: Conversation) -> dict[str, str]:
     return {"X-Tether-Conversation": conv.id, "ETag": etag(conv.last_seq)}
 
 
@@ -97,14 +97,14 @@ async def list_conversations(request: Request) -> Response:
     return json_response(body)
 
 
-async def _detail(request: Request, conv: Conversation) -> ConversationDetail:
+async def detail_body(request: Request, conv: Conversation) -> ConversationDetail:
     extra = await conversations.detail(state_of(request).engine, conv)
     return cast(ConversationDetail, {**conversation_body(conv), **extra})
 
 
 async def get_conversation(request: Request) -> Response:
     _, conv = await owned(request)
-    return json_response(await _detail(request, conv), 200, _headers(conv))
+    return json_response(await detail_body(request, conv), 200, version_headers(conv))
 
 
 async def patch_conversation(request: Request) -> Response:
@@ -119,7 +119,7 @@ async def patch_conversation(request: Request) -> Response:
         metadata=patch.metadata,
         if_match=request.headers.get("if-match"),
     )
-    return json_response(await _detail(request, updated), 200, _headers(updated))
+    return json_response(await detail_body(request, updated), 200, version_headers(updated))
 
 
 async def delete_conversation(request: Request) -> Response:
@@ -138,7 +138,7 @@ async def fork_conversation(request: Request) -> Response:
     state, conv = await owned(request)
     fork = parsed(ForkRequest, await read_json_object(request, 4096))
     made = await conversations.fork(state.engine, conv, fork.at_seq, fork.id)
-    return json_response(await _detail(request, made), 201, _headers(made))
+    return json_response(await detail_body(request, made), 201, version_headers(made))
 
 
 async def append_messages(request: Request) -> Response:

@@ -4,7 +4,8 @@ of streaming responses). Every HTTP request not open by `is_open` is authenticat
 against its key's rate limit here, once; the tenant goes into the ASGI scope, where the routes
 read it (`api.access.tenant_of`: no await, no store). It knows no route, so it gates whatever
 is mounted behind it (an unknown path too: once keys exist, a request without a valid one gets
-401 there, not 404).
+401 there, not 404). A WebSocket handshake is gated the same way (api/responses_ws.py): refused
+before it is accepted, with the same status and body.
 
 An error here (401, 429, a storage failure) is answered with the app's own exception handlers,
 so it has the same OpenAI-style body, status and headers as one raised in a route.
@@ -20,6 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.api.access import TENANT_KEY
 from tether.api.auth import Authenticator
+from tether.api.errors import error_of, error_response
+from tether.errors import TetherError
 
 # The open routes, all of them: no key needed, no rate limit taken.
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})
@@ -52,7 +55,10 @@ class AuthGate:
         self.preflights = preflights
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_open(scope, self.preflights):
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or (
+            kind == "http" and is_open(scope, self.preflights)
+        ):
             await self.app(scope, receive, send)
             return
         auth: Authenticator = scope["app"].state.tether.auth
@@ -72,8 +78,24 @@ def _authorization(scope: Scope) -> str | None:
     return None
 
 
+async def deny_socket(scope: Scope, receive: Receive, send: Send, error: TetherError) -> None:
+    """Refuse a WebSocket handshake: `error`'s status and envelope as the HTTP answer (ASGI's
+    denial response), or a close (HTTP 403) under a server without that extension."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await error_response(error)(scope, receive, send)
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-    """Answer `exc` with the handler the app has for it (the most specific class first)."""
+    """Answer `exc` with the handler the app has for it (the most specific class first); a
+    WebSocket handshake with the error a client may be told (a bug: uvicorn's 500)."""
+    if scope["type"] == "websocket":
+        error = error_of(exc)
+        if error is None:
+            raise exc
+        await deny_socket(scope, receive, send, error)
+        return
     handlers: dict[Any, Any] = scope["app"].exception_handlers
     for cls in type(exc).__mro__:
         handler = handlers.get(cls)

@@ -22,6 +22,21 @@ class ConversationPatch(BaseModel):
     metadata: Metadata | None = None
 
 
+class ConversationCreate(BaseModel):
+    """A new conversation (OpenAI's Conversations API): its first items and its metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[dict[str, Any]] | None = None
+    metadata: Metadata | None = None
+
+
+class ItemsCreate(BaseModel):
+    """Items to add at the end of the conversation, without running the model."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
 class ForkRequest(BaseModel):
     """A new conversation holding copies of messages 1..at_seq (`id`: its id; default: minted)."""
 
@@ -58,6 +73,8 @@ REQUESTS: dict[str, type[BaseModel]] = {
     "ConversationPatch": ConversationPatch,
     "ForkRequest": ForkRequest,
     "AppendRequest": AppendRequest,
+    "ConversationCreate": ConversationCreate,
+    "ItemsCreate": ItemsCreate,
 }
 
 

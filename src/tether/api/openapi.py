@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether import __version__
+from tether.api.openapi_items import ITEM_OPERATIONS
 from tether.api.openapi_manage import MANAGE_OPERATIONS, MANAGE_PARAMETERS
 from tether.api.openapi_paths import COMMON_ERRORS, OPERATIONS, RETRY_AFTER, Answer, Operation
 from tether.api.openapi_schemas import (
@@ -107,7 +108,7 @@ def _operation(op: Operation) -> Schema:
 
 def _paths() -> dict[str, Schema]:
     paths: dict[str, Schema] = {}
-    for op in (*OPERATIONS, *MANAGE_OPERATIONS):
+    for op in (*OPERATIONS, *MANAGE_OPERATIONS, *ITEM_OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return paths
 

@@ -77,6 +77,13 @@ MANAGE_PARAMETERS: dict[str, Schema] = {
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
         "description": "A session id: the conversation's id or any of its aliases.",
     },
+    "ItemId": {
+        "name": "item_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 64},
+        "description": "An item's id (msg_<seq>, fc_<seq>_<n>, fco_<seq>).",
+    },
     "ResponseId": {
         "name": "response_id",
         "in": "path",
@@ -262,7 +269,7 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
             Answer(
                 description="The response (JSON, or its event stream with stream=true).",
                 schema="ResponseObject",
-                headers=("X-Tether-Conversation", "X-Tether-Turn"),
+                headers=("X-Tether-Turn",),  # X-Tether-Conversation too, unless store: false
                 sse=True,
                 sse_schema="ResponseEvent",
             ),

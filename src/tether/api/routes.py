@@ -8,9 +8,19 @@ from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from tether.api import approvals, chat, conversations, responses, search, sessions, turns
+from tether.api import (
+    approvals,
+    chat,
+    conversation_items,
+    conversations,
+    responses,
+    responses_ws,
+    search,
+    sessions,
+    turns,
+)
 from tether.api.access import owned, state_of
 from tether.api.jsonbody import json_response
 from tether.api.openapi import get_openapi
@@ -149,12 +159,27 @@ routes = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-    Route("/v1/conversations", conversations.list_conversations, methods=["GET"]),
+    by_method(
+        "/v1/conversations",
+        GET=conversations.list_conversations,
+        POST=conversation_items.create_conversation,
+    ),
     by_method(
         "/v1/conversations/{conversation_id}",
         GET=conversations.get_conversation,
         PATCH=conversations.patch_conversation,
+        POST=conversations.patch_conversation,  # OpenAI's update (metadata) is a POST
         DELETE=conversations.delete_conversation,
+    ),
+    by_method(
+        "/v1/conversations/{conversation_id}/items",
+        GET=conversation_items.list_items,
+        POST=conversation_items.add_items,
+    ),
+    by_method(
+        "/v1/conversations/{conversation_id}/items/{item_id}",
+        GET=conversation_items.get_item,
+        DELETE=conversation_items.delete_item,
     ),
     by_method(
         "/v1/conversations/{conversation_id}/messages",
@@ -173,6 +198,7 @@ routes = [
     ),
     Route("/v1/search", search.search, methods=["GET"]),
     Route("/v1/responses", responses.create_response, methods=["POST"]),
+    WebSocketRoute("/v1/responses", responses_ws.responses_socket),
     Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
     Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
     Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),

@@ -197,7 +197,7 @@ class ResponseBody(TypedDict):
     usage: dict[str, Any] | None
     error: dict[str, Any] | None
     previous_response_id: str | None
-    conversation: NotRequired[dict[str, str]]
+    conversation: NotRequired[dict[str, str] | None]  # null: store false, in none
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -217,6 +217,17 @@ class ResponseItemList(TypedDict):
     has_more: bool
 
 
+@with_config(ConfigDict(extra="allow"))
+class ConversationItem(TypedDict):
+    """One item of a conversation: a `message` (role, content parts), a `function_call` or a
+    `function_call_output`, with the fields its type has."""
+
+    type: Literal["message", "function_call", "function_call_output"]
+    id: str
+    status: str
+
+
+MANAGE_SHAPES["ConversationItem"] = ConversationItem
 MANAGE_SHAPES["ResponseObject"] = ResponseBody
 MANAGE_SHAPES["ResponseItemList"] = ResponseItemList
 MANAGE_SHAPES["ResponseEvent"] = ResponseEvent

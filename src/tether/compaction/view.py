@@ -22,7 +22,11 @@ def system_block(system_prompt: str | None, checkpoint: Checkpoint | None) -> st
 def tail_messages(stored: Sequence[Message], checkpoint: Checkpoint | None) -> list[Message]:
     """Stored conversation messages the model still sees verbatim (or stubbed)."""
     covers = checkpoint.covers_through_seq if checkpoint else 0
-    kept = [m for m in stored if m.seq > covers and m.role not in ("system", "developer")]
+    kept = [
+        m
+        for m in stored
+        if m.seq > covers and m.role not in ("system", "developer") and not m.removed
+    ]
     if checkpoint and checkpoint.prune_through_seq > covers:
         kept = prune(kept, checkpoint.prune_through_seq)
     return kept

@@ -73,15 +73,16 @@ def _output_text(output: Any, where: str) -> str:
     raise _bad("`output` is a string (or a list of text parts)", where)
 
 
-def messages_from_input(value: Any) -> list[Message]:
-    """The request's `input` (a string, or a list of items) as the messages to append."""
+def messages_from_input(value: Any, name: str = "input") -> list[Message]:
+    """The request's `input` (a string, or a list of items; `name`: the field it came in) as
+    the messages to append."""
     if isinstance(value, str):
         return [Message(role="user", content=value)]
     if not isinstance(value, list) or not value:
-        raise _bad("input must be a string or a non-empty list of items", "input")
+        raise _bad(f"{name} must be a string or a non-empty list of items", name)
     out: list[Message] = []
     for i, item in enumerate(value):
-        where = f"input[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(item, dict):
             raise _bad("an input item must be an object", where)
         kind = item.get("type", "message")  # an item with a role and no type is a message

@@ -320,6 +320,9 @@ class MemoryStore:
     ) -> Conversation:
         return manage.fork(self.db, tenant_id, conversation_pk, at_seq, new_id)
 
+    async def remove_messages(self, conversation_pk: int, seqs: list[int], at: float) -> int:
+        return manage.remove(self.db, conversation_pk, seqs, at)
+
     async def list_aliases(self, conversation_pk: int) -> list[str]:
         return [a for (_, a), pk in self.db.aliases.items() if pk == conversation_pk]
 

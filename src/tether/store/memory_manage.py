@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import replace
 
-from tether.model import Checkpoint, Conversation, Turn
+from tether.model import REMOVED, Checkpoint, Conversation, Turn
 from tether.store import indexing
 from tether.store.base import ConversationFilter, ImportedConversation, SearchHit, SearchQuery
 from tether.store.errors import ConflictError
@@ -79,6 +79,18 @@ def update(
         conv = replace(conv, metadata=_json(metadata) or None)
     db.conversations[pk] = conv
     return conv
+
+
+def remove(db: MemoryDatabase, pk: int, seqs: list[int], at: float) -> int:
+    conv, wanted, marked = get(db, pk), set(seqs), 0
+    stored = db.messages.get(pk, [])
+    for i, m in enumerate(stored):
+        if m.seq in wanted and not m.removed:
+            stored[i] = replace(m, extra={**(m.extra or {}), REMOVED: at})
+            marked += 1
+    if marked:
+        db.conversations[pk] = replace(conv, updated_at=at)
+    return marked
 
 
 def delete(db: MemoryDatabase, pk: int) -> dict[str, int]:

@@ -280,6 +280,9 @@ class SqliteStore:
             lambda c: manage.fork(c, tenant_id, conversation_pk, at_seq, new_id)
         )
 
+    async def remove_messages(self, conversation_pk: int, seqs: list[int], at: float) -> int:
+        return await self.db.write(lambda c: manage.remove(c, conversation_pk, seqs, at))
+
     async def list_aliases(self, conversation_pk: int) -> list[str]:
         return await self.db.read(lambda c: manage.aliases(c, conversation_pk))
 

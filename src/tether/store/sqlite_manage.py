@@ -8,7 +8,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from tether.model import Checkpoint, Conversation, Turn
+from tether.model import REMOVED, Checkpoint, Conversation, Turn
 from tether.store import sqlite_backlog, sqlite_search
 from tether.store.base import ConversationFilter, ImportedConversation
 from tether.store.errors import ConflictError
@@ -76,6 +76,21 @@ def update(
             "UPDATE conversations SET metadata = ? WHERE pk = ?", (dumps(metadata or None), pk)
         )
     return by_pk(c, pk)
+
+
+def remove(c: sqlite3.Connection, pk: int, seqs: list[int], at: float) -> int:
+    by_pk(c, pk)
+    marked = 0
+    for seq in sorted(set(seqs)):
+        marked += c.execute(
+            "UPDATE messages SET extra = json_set(coalesce(extra, '{}'), '$." + REMOVED + "', ?)"
+            " WHERE conversation_pk = ? AND seq = ?"
+            " AND (extra IS NULL OR json_extract(extra, '$." + REMOVED + "') IS NULL)",
+            (at, pk, seq),
+        ).rowcount
+    if marked:
+        c.execute("UPDATE conversations SET updated_at = ? WHERE pk = ?", (at, pk))
+    return marked
 
 
 def delete(c: sqlite3.Connection, pk: int) -> dict[str, int]:
