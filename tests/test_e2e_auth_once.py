@@ -74,6 +74,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("GET", "/v1/responses/{response_id}/input_items"),
             ("POST", "/v1/responses/{response_id}/cancel"),
             ("POST", "/v1/conversations"),
+            ("POST", "/v1/responses/compact"),
             ("POST", conv),
             ("GET", conv + "/items"),
             ("POST", conv + "/items"),

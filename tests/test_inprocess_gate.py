@@ -51,6 +51,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     },
     ("POST", "/v1/responses"): {"model": "scripted", "input": "x"},
     ("POST", "/v1/conversations"): {"metadata": {"k": "v"}},
+    ("POST", "/v1/responses/compact"): {"model": "scripted", "input": "x"},
     ("POST", "/v1/conversations/{conversation_id}"): {"metadata": {"k": "v"}},
     ("POST", "/v1/conversations/{conversation_id}/items"): {
         "items": [{"role": "user", "content": "an item"}]
@@ -94,7 +95,7 @@ def test_every_authenticated_route_takes_one_token(client: TestClient) -> None:
         assert resp.status_code == STATUSES.get((method, path), 200), (method, url, resp.text)
         assert before - tokens_left(tc) == pytest.approx(1.0, abs=0.01), (method, url)
         seen.add((method, path))
-    assert len(seen) == 31
+    assert len(seen) == 32
 
 
 def test_open_routes_need_no_key_and_others_do(client: TestClient) -> None:

@@ -99,3 +99,17 @@ class CreateResponse(BaseModel):
 
 
 REQUESTS["CreateResponse"] = CreateResponse
+
+
+class CompactRequest(BaseModel):
+    """`POST /v1/responses/compact`: `model`, and `input` and/or `previous_response_id` (or
+    `conversation`) — what to compact."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[dict[str, Any]] | None = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+
+
+REQUESTS["CompactRequest"] = CompactRequest

@@ -19,6 +19,7 @@ from tether import __version__
 from tether.api.openapi_items import ITEM_OPERATIONS
 from tether.api.openapi_manage import MANAGE_OPERATIONS, MANAGE_PARAMETERS
 from tether.api.openapi_paths import COMMON_ERRORS, OPERATIONS, RETRY_AFTER, Answer, Operation
+from tether.api.openapi_responses import RESPONSE_OPERATIONS
 from tether.api.openapi_schemas import (
     ANY_OBJECT,
     HEADER_COMPONENTS,
@@ -108,7 +109,7 @@ def _operation(op: Operation) -> Schema:
 
 def _paths() -> dict[str, Schema]:
     paths: dict[str, Schema] = {}
-    for op in (*OPERATIONS, *MANAGE_OPERATIONS, *ITEM_OPERATIONS):
+    for op in (*OPERATIONS, *MANAGE_OPERATIONS, *RESPONSE_OPERATIONS, *ITEM_OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return paths
 

@@ -77,6 +77,14 @@ MANAGE_PARAMETERS: dict[str, Schema] = {
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
         "description": "A session id: the conversation's id or any of its aliases.",
     },
+    "ResponseStream": _query(
+        "stream", {"type": "boolean"}, "true: answer the response's events (resume)."
+    ),
+    "StartingAfter": _query(
+        "starting_after",
+        {"type": "integer", "minimum": 0, "maximum": 999999999},
+        "With stream=true: the sequence_number after which to start.",
+    ),
     "ItemId": {
         "name": "item_id",
         "in": "path",
@@ -251,80 +259,6 @@ MANAGE_OPERATIONS: tuple[Operation, ...] = (
             "rejects, with the reason (invalid_query).",
             503: _STORAGE,
         },
-    ),
-    Operation(
-        method="post",
-        path="/v1/responses",
-        id="createResponse",
-        tag="responses",
-        summary="The Responses API on Tether's conversations",
-        description="`input` (a string or items), `previous_response_id` (at the "
-        "conversation's head it continues it; an older one forks there) or `conversation`; "
-        "`stream: true` answers the spec's events with sequence numbers. Client function "
-        "tools' calls are returned, never run. `store: false` is not supported yet (400).",
-        parameters=("IdempotencyKey",),
-        request="CreateResponse",
-        example={"model": "gpt-4o-mini", "input": "Hello!"},
-        answers=(
-            Answer(
-                description="The response (JSON, or its event stream with stream=true).",
-                schema="ResponseObject",
-                headers=("X-Tether-Turn",),  # X-Tether-Conversation too, unless store: false
-                sse=True,
-                sse_schema="ResponseEvent",
-            ),
-        ),
-        errors={
-            400: "Invalid fields or input items (invalid_request, invalid_json), "
-            "model_required; store: false from an older response (it would fork).",
-            404: "previous_response_id names no response of the tenant "
-            "(previous_response_not_found), "
-            "or conversation names a server-minted id that does not exist "
-            "(conversation_not_found); a model the upstream does not serve (model_not_found).",
-            409: "Another turn of the conversation is running (conversation_busy).",
-            413: "The body is too large (request_too_large).",
-            415: "The body is not application/json (unsupported_media_type).",
-            422: "The input breaks the tool-call sequence rules (invalid_message_sequence).",
-            502: "The upstream failed.",
-            503: "No upstream, shutting down, or " + _STORAGE,
-            504: "The upstream timed out.",
-        },
-    ),
-    Operation(
-        method="get",
-        path="/v1/responses/{response_id}",
-        id="getResponse",
-        tag="responses",
-        summary="A stored response, rebuilt from its turn",
-        parameters=("ResponseId",),
-        answers=(Answer(description="The response.", schema="ResponseObject"),),
-        errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
-    ),
-    Operation(
-        method="get",
-        path="/v1/responses/{response_id}/input_items",
-        id="listResponseInputItems",
-        tag="responses",
-        summary="What a response's turn stored besides its reply: its input, as items",
-        parameters=("ResponseId", "ListLimit", "ItemsOrder", "ItemsAfter"),
-        answers=(Answer(description="A page of items.", schema="ResponseItemList"),),
-        errors={
-            400: "A bad limit (invalid_request).",
-            404: "No such response of the tenant (response_not_found).",
-            503: _STORAGE,
-        },
-    ),
-    Operation(
-        method="post",
-        path="/v1/responses/{response_id}/cancel",
-        id="cancelResponse",
-        tag="responses",
-        summary="Stop a running response (nothing of it is stored)",
-        description="A response that already ended is left as it ended; either way the answer "
-        "is the response as it is then (status cancelled when this stopped it).",
-        parameters=("ResponseId",),
-        answers=(Answer(description="The response.", schema="ResponseObject"),),
-        errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
     ),
     Operation(
         method="get",

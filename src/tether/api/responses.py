@@ -25,6 +25,7 @@ from tether.engine.request import TurnInfo, TurnRequest
 from tether.engine.turn import TurnRun
 from tether.errors import TetherError
 from tether.model import Message, Turn
+from tether.protocols import responses_compact as compaction
 from tether.protocols import responses_items as items
 from tether.protocols.responses import Responses, response_id, response_object, turn_of, usage_of
 from tether.upstream.wire import chat_message
@@ -44,7 +45,7 @@ def _not_found(rid: str) -> TetherError:
     )
 
 
-async def _turn(state: AppState, tenant: str, rid: str) -> Turn:
+async def previous_turn(state: AppState, tenant: str, rid: str) -> Turn:
     if not isinstance(rid, str) or not rid.startswith("resp_"):
         raise _not_found(str(rid)[:80])
     turn = await state.store.find_turn(tenant, turn_of(rid))
@@ -76,7 +77,7 @@ async def _conversation(
         return check_conversation_id(named, "conversation")
     if previous is None:
         return None
-    turn = await _turn(state, tenant, previous)
+    turn = await previous_turn(state, tenant, previous)
     assert turn.conversation_id is not None and turn.last_seq is not None
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
     if turn.last_seq == conv.last_seq:
@@ -131,6 +132,7 @@ async def begin(
     """Start the response `data` asks for (the body of `POST /v1/responses`, or a WebSocket's
     `response.create`): checked, placed in its conversation, its turn running."""
     parsed(CreateResponse, data)  # the types (400 naming the field); `data` is used as sent
+    data = compaction.continued(data)  # a compaction item in the input: where it continues
     store = data.get("store") is not False
     stream = data.get("stream") is True
     messages = _messages(data)
@@ -218,9 +220,57 @@ async def _stored(state: AppState, tenant: str, rid: str) -> tuple[Turn, dict[st
 
 
 async def get_response(request: Request) -> Response:
-    state = state_of(request)
-    _, body = await _stored(state, tenant_of(request), request.path_params["response_id"])
-    return json_response(body)
+    """The response as JSON; with `stream=true` its events again, after `starting_after` (a
+    sequence number) or `Last-Event-ID`, then live ones while it runs."""
+    state, tenant = state_of(request), tenant_of(request)
+    rid = request.path_params["response_id"]
+    if rid == "compact":  # POST /v1/responses/compact's path, asked with GET
+        raise TetherError(
+            405,
+            "method_not_allowed",
+            "use POST for /v1/responses/compact",
+            headers={"Allow": "POST"},
+        )
+    if request.query_params.get("stream") != "true":
+        _, body = await _stored(state, tenant, rid)
+        return json_response(body)
+    after = _resume_point(request)
+    running = state.engine.coordinator.find(turn_of(rid)) if rid.startswith("resp_") else None
+    if running is None or running.tenant_id != tenant or not running.stream:
+        await _stored(state, tenant, rid)  # 404 for no such response
+        raise TetherError(
+            410,
+            "events_expired",
+            f"the events of response {rid} are no longer buffered (or it was not streamed); "
+            "GET it without stream for its result",
+        )
+    headers = {"X-Tether-Turn": running.turn_id}
+    if running.conversation_id:
+        headers["X-Tether-Conversation"] = running.conversation_id
+    return turn_stream(state, running, after, headers)
+
+
+def _resume_point(request: Request) -> int:
+    """How many of the stream's events the client has: event `sequence_number` s is the
+    stream's event s + 1 (its SSE id)."""
+    given = request.query_params.get("starting_after")
+    header = request.headers.get("last-event-id")
+    if given is not None:
+        if not given.isdigit() or len(given) > 9:
+            raise TetherError(
+                400,
+                "invalid_request",
+                "starting_after is a sequence number",
+                param="starting_after",
+            )
+        return int(given) + 1
+    if header is not None and header.strip():
+        if not header.strip().isdigit() or len(header.strip()) > 9:
+            raise TetherError(
+                400, "invalid_request", "Last-Event-ID is an event id", param="last-event-id"
+            )
+        return int(header.strip())
+    return 0
 
 
 async def cancel_response(request: Request) -> Response:

@@ -227,6 +227,17 @@ class ConversationItem(TypedDict):
     status: str
 
 
+class CompactedResponse(TypedDict):
+    """A `response.compaction` object: the user messages kept, then one `compaction` item."""
+
+    id: str
+    object: Literal["response.compaction"]
+    created_at: int
+    output: list[dict[str, Any]]
+    usage: dict[str, Any]
+
+
+MANAGE_SHAPES["CompactedResponse"] = CompactedResponse
 MANAGE_SHAPES["ConversationItem"] = ConversationItem
 MANAGE_SHAPES["ResponseObject"] = ResponseBody
 MANAGE_SHAPES["ResponseItemList"] = ResponseItemList
