@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run            # the whole suite, writes bench/RESULTS.md
     .venv/bin/python -m bench.run --quick    # a smoke run (few requests), results to the temp dir
     .venv/bin/python -m bench.run --only manage   # issue 16's rows alone, to the temp dir
+    .venv/bin/python -m bench.run --only responses   # issue 17's Responses vs chat rows alone
 
 See bench/README.md for what is measured and how to read the results.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import compaction, hardening, load, manage, procs, report, seed, tools
+from bench import compaction, hardening, load, manage, procs, report, responses, seed, tools
 from bench.load import Make, Monitor, Req, Result
 
 BUDGET_S = 540.0  # the whole suite stays under 10 minutes; later scenarios are skipped past this
@@ -475,10 +476,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: bench/RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["manage"],
+        choices=["manage", "responses"],
         default=None,
         help="run one part alone (manage: issue 16's search, list, page, Hermes import and "
-        "turns before/after); results to the temp dir unless --out",
+        "turns before/after; responses: issue 17's Responses turns beside chat turns); "
+        "results to the temp dir unless --out",
     )
     args = parser.parse_args()
     params = Params.quick() if args.quick else Params.full()
@@ -555,6 +557,8 @@ def main() -> int:
                 print("tether logged a traceback:\n" + proc.output()[-3000:], file=sys.stderr)
         # issue 16's rows: servers and databases of their own, after the suite's (own budget)
         managed = manage.run_all(workdir, args.quick)
+        # issue 17's rows: a server and a database of their own, last (own budget too)
+        answered = responses.run_all(workdir, args.quick)
     elapsed = time.monotonic() - started
     now = procs.machine()["commit"]
     if now != machine["commit"]:
@@ -576,7 +580,10 @@ def main() -> int:
             load_before,
             args.quick,
             suite.lookup,
-            sections=[(manage.target_lines(managed), manage.markdown(managed))],
+            sections=[
+                (manage.target_lines(managed), manage.markdown(managed)),
+                (responses.target_lines(answered), responses.markdown(answered)),
+            ],
         )
     )
     lines += hardening.target_lines(hard)
@@ -597,10 +604,14 @@ def main() -> int:
 def only(
     args: argparse.Namespace, machine: dict[str, str], date: str, load: float, started: float
 ) -> int:
-    """`--only manage`: that part alone, its own results file."""
+    """`--only manage` or `--only responses`: that part alone, its own results file."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        managed = manage.run_all(Path(tmp), args.quick)
-    sections = [(manage.target_lines(managed), manage.markdown(managed))]
+        if args.only == "responses":
+            answered = responses.run_all(Path(tmp), args.quick)
+            sections = [(responses.target_lines(answered), responses.markdown(answered))]
+        else:
+            managed = manage.run_all(Path(tmp), args.quick)
+            sections = [(manage.target_lines(managed), manage.markdown(managed))]
     text, lines = report.render_sections(
         sections, machine, date, time.monotonic() - started, load, args.quick
     )

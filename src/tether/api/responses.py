@@ -6,6 +6,7 @@ point (never a rewrite). `conversation` continues a conversation directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,11 @@ async def _conversation(
         return check_conversation_id(named, "conversation")
     if previous is None:
         return None
+    if isinstance(previous, str) and previous.startswith("resp_"):
+        point = state.response_points.get((tenant, turn_of(previous)))
+        cached = state.engine.deps.cached(tenant, point[0]) if point is not None else None
+        if point is not None and cached is not None and cached.conv.last_seq == point[1]:
+            return point[0]  # at the head, as the view in memory says: no read
     turn = await previous_turn(state, tenant, previous)
     assert turn.conversation_id is not None and turn.last_seq is not None
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
@@ -146,6 +152,7 @@ async def begin(
         request=data,
         previous=data.get("previous_response_id"),
         nowhere=not store and conversation_id is None,
+        finished=None if not store else _remember(state, tenant),
     )
     req = TurnRequest(
         tenant_id=tenant,
@@ -169,6 +176,13 @@ async def begin(
         await idempotency.release(state.store, key)
         raise
     return Begun(run=run, info=info, projection=projection)
+
+
+def _remember(state: AppState, tenant: str) -> Callable[[TurnInfo], None]:
+    def finished(info: TurnInfo) -> None:
+        state.response_points.put((tenant, info.turn_id), (info.conversation_id, info.version))
+
+    return finished
 
 
 async def create_response(request: Request) -> Response:

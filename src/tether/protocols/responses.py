@@ -9,6 +9,7 @@ two doors into one store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -129,12 +130,19 @@ class Responses:
     """One turn's rendering (a `Projection`) for `POST /v1/responses`."""
 
     def __init__(
-        self, *, stream: bool, request: dict[str, Any], previous: str | None, nowhere: bool = False
+        self,
+        *,
+        stream: bool,
+        request: dict[str, Any],
+        previous: str | None,
+        nowhere: bool = False,
+        finished: Callable[[TurnInfo], None] | None = None,
     ) -> None:
         self.stream = stream
         self.request = request
         self.previous = previous
         self.nowhere = nowhere  # store: false, in no conversation
+        self.finished = finished  # told where the turn leaves its conversation
         self.model = str(request.get("model") or "")
         self.created = time.time()
         self.seq = -1
@@ -299,6 +307,8 @@ class Responses:
         return ("incomplete", reason) if reason else ("completed", None)
 
     def _finish(self, event: Finished) -> list[bytes]:
+        if self.finished is not None:
+            self.finished(event.info)
         status, reason = self._ending(event)
         out = []
         while self.open is not None or any(i["status"] == "in_progress" for i in self.items):
@@ -314,6 +324,8 @@ class Responses:
         return [self._event("response.failed", response=self._object("failed", error=error))]
 
     def _body(self, event: Finished) -> bytes:
+        if self.finished is not None:
+            self.finished(event.info)
         status, reason = self._ending(event)
         ended = "incomplete" if reason else "completed"
         self.items = output_items([event.reply], self.turn_id, ended)
