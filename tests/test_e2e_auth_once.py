@@ -80,6 +80,7 @@ def test_one_request_takes_one_token_of_the_rate_limit(
             ("POST", conv + "/items"),
             ("GET", conv + "/items/{item_id}"),
             ("DELETE", conv + "/items/{item_id}"),
+            ("DELETE", "/v1/responses/{response_id}"),
             ("DELETE", conv),  # last
         ]
         # every authenticated route: the chat request above, and one of each other one here

@@ -105,6 +105,23 @@ def test_a_chain_by_previous_response_id_and_a_fork(
         "turn 3",
     ]
     assert sdk.responses.retrieve(previous).output_text == "echo: turn 3"
+    # read back, a response repeats what its request asked, as it did when made
+    asked = sdk.responses.create(
+        model="scripted",
+        input="with settings",
+        instructions="be brief",
+        metadata={"ticket": "T-1"},
+        temperature=0.25,
+        max_output_tokens=64,
+    )
+    back = sdk.responses.retrieve(asked.id)
+    assert (back.instructions, back.metadata, back.temperature, back.max_output_tokens) == (
+        "be brief",
+        {"ticket": "T-1"},
+        0.25,
+        64,
+    )
+    assert sdk.responses.retrieve(ids[1]).previous_response_id == ids[0]
     conv = httpx2.get(f"{srv.url}/v1/responses/{previous}", timeout=10).json()
     check(spec, "ResponseResource", conv)  # read back: as valid as when it was made
     assert conv["output"][0]["content"][0]["text"] == "echo: turn 3"
@@ -132,6 +149,23 @@ def test_a_chain_by_previous_response_id_and_a_fork(
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "completed"
     gone = httpx2.get(f"{srv.url}/v1/responses/resp_{'0' * 32}", timeout=10)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "response_not_found"
+    # deleting a response: it is unknown from then on; its conversation keeps its messages
+    deleted = httpx2.delete(f"{srv.url}/v1/responses/{ids[2]}", timeout=10)
+    assert deleted.json() == {"id": ids[2], "object": "response", "deleted": True}
+    assert sdk.responses.delete(ids[3]) is None  # the SDK's own call
+    for rid in ids[2:4]:
+        assert httpx2.get(f"{srv.url}/v1/responses/{rid}", timeout=10).status_code == 404
+        items = httpx2.get(f"{srv.url}/v1/responses/{rid}/input_items", timeout=10)
+        assert items.status_code == 404
+        again = httpx2.post(
+            f"{srv.url}/v1/responses",
+            json={"model": "scripted", "input": "x", "previous_response_id": rid},
+            timeout=10,
+        )
+        assert again.json()["error"]["code"] == "previous_response_not_found"
+    assert httpx2.delete(f"{srv.url}/v1/responses/{ids[2]}", timeout=10).status_code == 404
+    kept = httpx2.get(f"{srv.url}/v1/conversations/{main['conversation']['id']}", timeout=10)
+    assert kept.json()["message_count"] == 12  # five turns, the main line's sixth: all there
 
 
 def test_chat_completions_and_responses_share_one_transcript(

@@ -134,6 +134,14 @@ async def test_aliases_and_turns_are_listed(store: Store) -> None:
     assert found is not None and (found.conversation_id, found.first_seq) == ("c", 3)
     assert await store.find_turn("other-tenant", second.id) is None
     assert await store.find_turn("t", "turn-unknown") is None
+    # a note set on the record keeps the rest of it; another tenant's turn is not touched
+    assert await store.note_turn("t", second.id, "response_deleted", 99.5)
+    assert not await store.note_turn("other-tenant", second.id, "x", 1)
+    assert not await store.note_turn("t", "turn-unknown", "x", 1)
+    noted = await store.find_turn("t", second.id)
+    assert noted is not None and (noted.first_seq, noted.last_seq) == (3, 4)
+    assert noted.notes is not None and noted.notes["response_deleted"] == 99.5
+    assert "x" not in noted.notes
 
 
 # -- fork ----------------------------------------------------------------------------------

@@ -97,6 +97,18 @@ RESPONSE_OPERATIONS: tuple[Operation, ...] = (
         errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
     ),
     Operation(
+        method="delete",
+        path="/v1/responses/{response_id}",
+        id="deleteResponse",
+        tag="responses",
+        summary="Delete a response (its conversation keeps its messages)",
+        description="From then on the response is unknown: GET, input_items and "
+        "previous_response_id answer 404. A running one is stopped first.",
+        parameters=("ResponseId",),
+        answers=(Answer(description="Deleted.", schema="ResponseDeleted"),),
+        errors={404: "No such response of the tenant (response_not_found).", 503: _STORAGE},
+    ),
+    Operation(
         method="post",
         path="/v1/responses/compact",
         id="compactResponse",

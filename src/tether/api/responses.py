@@ -6,6 +6,7 @@ point (never a rewrite). `conversation` continues a conversation directly."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,27 @@ from tether.upstream.wire import chat_message
 # store: false writes nothing: no compaction (a checkpoint is a write), no server tools (their
 # journal is), no idempotency record
 UNSTORED: dict[str, Any] = {"store": False, "compaction": "off", "tools": frozenset()}
+DELETED = "response_deleted"  # a turn's note: its response was deleted (when)
+REQUEST = "response_request"  # a turn's note: what its response repeats of its request
+ECHOED = (
+    "instructions",
+    "tools",
+    "tool_choice",
+    "truncation",
+    "parallel_tool_calls",
+    "text",
+    "top_p",
+    "temperature",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_logprobs",
+    "max_output_tokens",
+    "max_tool_calls",
+    "metadata",
+    "safety_identifier",
+    "prompt_cache_key",
+    "previous_response_id",
+)
 PASSED = ("temperature", "top_p", "parallel_tool_calls", "presence_penalty", "frequency_penalty")
 
 
@@ -50,7 +72,7 @@ async def previous_turn(state: AppState, tenant: str, rid: str) -> Turn:
     if not isinstance(rid, str) or not rid.startswith("resp_"):
         raise _not_found(str(rid)[:80])
     turn = await state.store.find_turn(tenant, turn_of(rid))
-    if turn is None or turn.last_seq is None:
+    if turn is None or turn.last_seq is None or DELETED in (turn.notes or {}):
         raise _not_found(rid)
     return turn
 
@@ -164,6 +186,7 @@ async def begin(
         projection=projection,
         history="append",  # a Responses client sends only what is new
         idempotency=key,
+        notes={REQUEST: {k: data[k] for k in ECHOED if data.get(k) is not None}},
         **({} if store else UNSTORED),
     )
     if key is not None:
@@ -209,20 +232,21 @@ async def _stored(state: AppState, tenant: str, rid: str) -> tuple[Turn, dict[st
     turn = None
     if isinstance(rid, str) and rid.startswith("resp_"):
         turn = await state.store.find_turn(tenant, turn_of(rid))
-    if turn is None or turn.conversation_id is None:
+    if turn is None or turn.conversation_id is None or DELETED in (turn.notes or {}):
         raise TetherError(404, "response_not_found", f"response {rid[:80]!r} does not exist")
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
     stored: list[Message] = []
     if turn.last_seq is not None:
         stored = await state.store.load_messages(conv.pk, turn.last_seq - 1, turn.last_seq)
+    asked = (turn.notes or {}).get(REQUEST) or {}
     body = response_object(
         rid=response_id(turn.id),
         created_at=turn.started_at,
         model=turn.model or "",
         status="in_progress" if turn.status == "running" else turn.status,
         output=items.output_items(stored, turn.id),
-        request={},
-        previous=None,
+        request=asked,
+        previous=asked.get("previous_response_id"),
         usage=usage_of(turn.usage),
         completed_at=turn.finished_at,
         error={"code": str(turn.error.get("code")), "message": str(turn.error.get("message"))}
@@ -238,13 +262,7 @@ async def get_response(request: Request) -> Response:
     sequence number) or `Last-Event-ID`, then live ones while it runs."""
     state, tenant = state_of(request), tenant_of(request)
     rid = request.path_params["response_id"]
-    if rid == "compact":  # POST /v1/responses/compact's path, asked with GET
-        raise TetherError(
-            405,
-            "method_not_allowed",
-            "use POST for /v1/responses/compact",
-            headers={"Allow": "POST"},
-        )
+    _not_compact(rid)
     if request.query_params.get("stream") != "true":
         _, body = await _stored(state, tenant, rid)
         return json_response(body)
@@ -285,6 +303,34 @@ def _resume_point(request: Request) -> int:
             )
         return int(header.strip())
     return 0
+
+
+def _not_compact(rid: str) -> None:
+    """/v1/responses/compact is a path of its own (POST): another method is a 405 there."""
+    if rid == "compact":
+        raise TetherError(
+            405,
+            "method_not_allowed",
+            "use POST for /v1/responses/compact",
+            headers={"Allow": "POST"},
+        )
+
+
+async def delete_response(request: Request) -> Response:
+    """Delete the response: from now on it is unknown (GET, input_items, previous_response_id:
+    404). Its conversation keeps its messages — they are the conversation's, and a transcript
+    is never rewritten; delete the conversation to remove them. A running one is stopped."""
+    state, tenant = state_of(request), tenant_of(request)
+    rid = request.path_params["response_id"]
+    _not_compact(rid)
+    turn, _ = await _stored(state, tenant, rid)
+    running = state.engine.coordinator.find(turn.id)
+    if running is not None and running.tenant_id == tenant:
+        running.stop()
+        await running.ended()
+    await state.store.note_turn(tenant, turn.id, DELETED, time.time())
+    state.response_points.drop((tenant, turn.id))
+    return json_response({"id": rid, "object": "response", "deleted": True})
 
 
 async def cancel_response(request: Request) -> Response:

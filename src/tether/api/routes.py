@@ -201,7 +201,11 @@ routes = [
     Route("/v1/responses", responses.create_response, methods=["POST"]),
     WebSocketRoute("/v1/responses", responses_ws.responses_socket),
     Route("/v1/responses/compact", responses_compact.compact_response, methods=["POST"]),
-    Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
+    by_method(
+        "/v1/responses/{response_id}",
+        GET=responses.get_response,
+        DELETE=responses.delete_response,
+    ),
     Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
     Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
     Route("/api/sessions", sessions.list_sessions, methods=["GET"]),

@@ -237,7 +237,14 @@ class CompactedResponse(TypedDict):
     usage: dict[str, Any]
 
 
+class ResponseDeleted(TypedDict):
+    id: str
+    object: Literal["response"]
+    deleted: bool
+
+
 MANAGE_SHAPES["CompactedResponse"] = CompactedResponse
+MANAGE_SHAPES["ResponseDeleted"] = ResponseDeleted
 MANAGE_SHAPES["ConversationItem"] = ConversationItem
 MANAGE_SHAPES["ResponseObject"] = ResponseBody
 MANAGE_SHAPES["ResponseItemList"] = ResponseItemList

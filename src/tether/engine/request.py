@@ -32,6 +32,7 @@ class TurnRequest:
     if_match: str | None = None  # run only on this transcript version (an entity tag)
     match: MatchMode = "auto"  # continue the conversation a full history extends
     tools: frozenset[str] | None = None  # X-Tether-Tools: the server tools asked for (None: all)
+    notes: dict[str, Any] | None = None  # put on the turn's record (a protocol's own facts)
     store: bool = True  # False: the turn runs on what is stored and writes nothing (no record,
     # no messages, no checkpoint, no tool journal); the caller turns compaction and tools off
 

@@ -95,6 +95,7 @@ class Engine:
             model=model,
             stream=req.stream,
             started_at=time.time(),
+            notes=dict(req.notes) if req.notes else None,
         )
         run = TurnRun(self.deps, req, record)
         task = asyncio.create_task(run.run())

@@ -277,6 +277,11 @@ class Store(Protocol):
         ...
 
     async def list_aliases(self, conversation_pk: int) -> list[str]: ...
+    async def note_turn(self, tenant_id: str, turn_id: str, key: str, value: Any) -> bool:
+        """Set one note on a turn's record (its other notes and fields kept): whether the
+        tenant has that turn."""
+        ...
+
     async def remove_messages(self, conversation_pk: int, seqs: list[int], at: float) -> int:
         """Take messages out of the model's view (`extra[REMOVED] = at`); they stay in the
         transcript with their seq. How many were marked (an already removed one is not)."""

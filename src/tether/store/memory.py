@@ -289,6 +289,9 @@ class MemoryStore:
     async def find_turn(self, tenant_id: str, turn_id: str) -> Turn | None:
         return manage.find_turn(self.db, tenant_id, turn_id)
 
+    async def note_turn(self, tenant_id: str, turn_id: str, key: str, value: Any) -> bool:
+        return manage.note_turn(self.db, tenant_id, turn_id, key, value)
+
     async def list_conversations(
         self,
         tenant_id: str,
@@ -387,14 +390,4 @@ class MemoryStore:
         return sorted(steps, key=lambda s: (s.round, s.started_at))
 
     async def counts(self) -> dict[str, int]:
-        return {
-            "tenants": len(self.db.tenants),
-            "api_keys": len(self.db.api_keys),
-            "conversations": len(self.db.conversations),
-            "conversation_aliases": len(self.db.aliases),
-            "turns": len(self.db.turns),
-            "messages": sum(len(m) for m in self.db.messages.values()),
-            "checkpoints": sum(len(c) for c in self.db.checkpoints.values()),
-            "idempotency_keys": len(self.db.claims),
-            "tool_steps": len(self.db.tool_steps),
-        }
+        return manage.counts(self.db)

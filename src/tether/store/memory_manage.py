@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
+from typing import Any
 
 from tether.model import REMOVED, Checkpoint, Conversation, Turn
 from tether.store import indexing
@@ -197,6 +198,29 @@ def turns(db: MemoryDatabase, pk: int, limit: int) -> list[Turn]:
     mine = [r.turn for r in db.turns.values() if r.conversation_pk == pk]
     mine.sort(key=lambda t: t.started_at, reverse=True)
     return [replace(_turn(t), conversation_id=conv.id) for t in mine[:limit]]
+
+
+def counts(db: MemoryDatabase) -> dict[str, int]:
+    return {
+        "tenants": len(db.tenants),
+        "api_keys": len(db.api_keys),
+        "conversations": len(db.conversations),
+        "conversation_aliases": len(db.aliases),
+        "turns": len(db.turns),
+        "messages": sum(len(m) for m in db.messages.values()),
+        "checkpoints": sum(len(c) for c in db.checkpoints.values()),
+        "idempotency_keys": len(db.claims),
+        "tool_steps": len(db.tool_steps),
+    }
+
+
+def note_turn(db: MemoryDatabase, tenant_id: str, turn_id: str, key: str, value: Any) -> bool:
+    if find_turn(db, tenant_id, turn_id) is None:
+        return False
+    row = db.turns[turn_id]
+    notes = {**(row.turn.notes or {}), key: value}
+    db.turns[turn_id] = replace(row, turn=replace(row.turn, notes=_json(notes)))
+    return True
 
 
 def find_turn(db: MemoryDatabase, tenant_id: str, turn_id: str) -> Turn | None:

@@ -240,6 +240,9 @@ class SqliteStore:
     async def find_turn(self, tenant_id: str, turn_id: str) -> Turn | None:
         return await self.db.read(lambda c: manage.find_turn(c, tenant_id, turn_id))
 
+    async def note_turn(self, tenant_id: str, turn_id: str, key: str, value: Any) -> bool:
+        return await self.db.write(lambda c: manage.note_turn(c, tenant_id, turn_id, key, value))
+
     async def list_conversations(
         self,
         tenant_id: str,

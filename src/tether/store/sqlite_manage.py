@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import replace
+from typing import Any
 
 from tether.model import REMOVED, Checkpoint, Conversation, Turn
 from tether.store import sqlite_backlog, sqlite_search
@@ -241,6 +242,17 @@ def turns(c: sqlite3.Connection, pk: int, limit: int) -> list[Turn]:
         (pk, limit),
     ).fetchall()
     return [turn_row(r, conv_id) for r in rows]
+
+
+def note_turn(c: sqlite3.Connection, tenant_id: str, turn_id: str, key: str, value: Any) -> bool:
+    return bool(
+        c.execute(
+            "UPDATE turns SET notes = json_set(coalesce(notes, '{}'), '$.' || ?, json(?))"
+            " WHERE id = ? AND conversation_pk IN (SELECT pk FROM conversations"
+            " WHERE tenant_id = ?)",
+            (key, dumps(value), turn_id, tenant_id),
+        ).rowcount
+    )
 
 
 def find_turn(c: sqlite3.Connection, tenant_id: str, turn_id: str) -> Turn | None:
