@@ -10,6 +10,7 @@ from _drive import API_KEY, MODEL, City, Job, Stopwatch, serve, weather
 from agents import (
     Agent,
     OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
     Runner,
     TResponseInputItem,
     function_tool,
@@ -97,6 +98,22 @@ def structured(job: Job) -> dict[str, Any]:
     return {"replies": replies}
 
 
+def responses(job: Job) -> dict[str, Any]:
+    """On its Responses model (the SDK's default): the server keeps the chain. Each run goes
+    on from the last response by previous_response_id, its tool loop included."""
+    client = AsyncOpenAI(base_url=job.base_url, api_key=API_KEY)
+    model = OpenAIResponsesModel(MODEL, openai_client=client)
+    agent = Agent(name="assistant", model=model, tools=[get_weather])
+    replies, last = [], None
+    for prompt in job.prompts:
+        result = Runner.run_sync(
+            agent, prompt, previous_response_id=last, auto_previous_response_id=True
+        )
+        last = result.last_response_id
+        replies.append(result.final_output)
+    return {"replies": replies, "last_response_id": last}
+
+
 if __name__ == "__main__":
     serve(
         {
@@ -105,6 +122,7 @@ if __name__ == "__main__":
             "stream": stream,
             "tools": tools,
             "structured": structured,
+            "responses": responses,
         },
         ("openai-agents",),
     )

@@ -494,6 +494,39 @@ def test_tools(
     assert [c[0]["function"]["arguments"] for c in calls] == [COMPACT, SPACED]
 
 
+def test_the_agents_sdk_on_the_responses_api(
+    tether: TetherServer, upstream: ScriptedUpstream, drivers: Drivers
+) -> None:
+    """The OpenAI Agents SDK's own default model, OpenAIResponsesModel: each run continues the
+    last response by previous_response_id (the tool loop too), so the server holds one
+    conversation: every turn on it, nothing duplicated, the model shown all of it."""
+    run = Run.start("openai_agents", "responses", tether, upstream, named=False)
+    script_tools(upstream)
+    prompts = tool_prompts(run.tag)
+    result = drivers["openai_agents"].run("responses", f"{tether.url}/v1", None, prompts)
+    assert result["replies"] == [
+        "It is sunny in Oslo.",
+        "It is sunny in Bergen.",
+        f"echo: {prompts[2]}",
+    ]
+    expected = [
+        user(prompts[0]),
+        assistant(None, ("call_oslo", "get_weather", {"city": "Oslo"})),
+        tool("call_oslo", "sunny in Oslo"),
+        assistant("It is sunny in Oslo."),
+        user(prompts[1]),
+        assistant(None, ("call_bergen", "get_weather", {"city": "Bergen"})),
+        tool("call_bergen", "sunny in Bergen"),
+        assistant("It is sunny in Bergen."),
+        user(prompts[2]),
+        assistant(f"echo: {prompts[2]}"),
+    ]
+    cid = run.landed(expected, turn_count=5)
+    assert run.model_saw() == expected[:-1]
+    last = httpx2.get(f"{tether.url}/v1/responses/{result['last_response_id']}", timeout=10)
+    assert last.json()["conversation"]["id"] == cid
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_tool_arguments_on_the_wire(
     client: str, upstream: ScriptedUpstream, drivers: Drivers
