@@ -270,6 +270,47 @@ def test_the_stream_follows_the_spec_event_by_event(
     assert "".join(deltas) == "echo: sdk stream" and final.output_text == "echo: sdk stream"
 
 
+def test_a_streamed_function_call_follows_the_spec(
+    srv: TetherServer, upstream: ScriptedUpstream, spec: dict[str, Any]
+) -> None:
+    call = {
+        "id": "call_stream",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Tromsø"}'},
+    }
+    upstream.queue({"match": "stream a call", "tool_calls": [call]})
+    tool = {"type": "function", "name": "weather", "parameters": {"type": "object"}}
+    events = []
+    with httpx2.stream(
+        "POST",
+        f"{srv.url}/v1/responses",
+        timeout=30,
+        json={"model": "scripted", "input": "stream a call", "stream": True, "tools": [tool]},
+    ) as r:
+        assert r.status_code == 200
+        events = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert set(kinds[3:-3]) == {"response.function_call_arguments.delta"}
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for e in events:
+        check(spec, EVENT_SCHEMAS[e["type"]], e)
+    done = events[-2]["item"]
+    assert (done["call_id"], done["name"], json.loads(done["arguments"])) == (
+        "call_stream",
+        "weather",
+        {"city": "Tromsø"},
+    )
+    final = events[-1]["response"]
+    assert [i["type"] for i in final["output"]] == ["function_call"]
+    check(spec, "ResponseResource", final)
+
+
 def rows(db: Path) -> dict[str, int]:
     """Every table's row count in the server's file."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
