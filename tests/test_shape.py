@@ -34,6 +34,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
         "config_tools",
         "errors",
         "keys",
+        "metrics",
         "__init__",
     ),  # the domain records and what all share
 )

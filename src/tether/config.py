@@ -249,6 +249,12 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("info", description="`debug`, `info`, `warning` or `error`.")
+    log_format: Literal["console", "json"] = Field(
+        "console",
+        description="`console`: one readable line per event; `json`: one JSON object per line, "
+        "with the request's `request_id` (`X-Request-Id`, accepted or made) on every event "
+        "logged while it is answered.",
+    )
     # the HTTP front (api/protocol.py)
     max_header_bytes: int = Field(
         65536,

@@ -24,6 +24,7 @@ import traceback
 from types import TracebackType
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
@@ -131,15 +132,37 @@ class QueueWriter:
 _writer: QueueWriter | None = None
 
 
-def setup(level: str, out: TextIO | None = None) -> None:
-    """Configure structlog and the stdlib's root logger as described above."""
+class _JsonFormatter(_Formatter):
+    """The stdlib's records as JSON objects (TETHER_LOG_FORMAT=json)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "timestamp": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": safe_text(record.getMessage()),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = format_exception(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def _json(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def setup(level: str, out: TextIO | None = None, json: bool = False) -> None:
+    """Configure structlog and the stdlib's root logger as described above; `json`: one JSON
+    object per line, with what is bound to the context (the request's id) on each."""
     global _writer
     lvl = getattr(logging, level.upper(), logging.INFO)
     if _writer is None:
         _writer = QueueWriter(out or sys.stderr)
         atexit.register(_writer.close)
     handler = logging.StreamHandler(_writer)
-    handler.setFormatter(_Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        _JsonFormatter() if json else _Formatter("%(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -147,11 +170,14 @@ def setup(level: str, out: TextIO | None = None) -> None:
     root.setLevel(lvl)
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.processors.ExceptionRenderer(format_exception),
             redact_fields,
-            structlog.dev.ConsoleRenderer(
+            structlog.processors.JSONRenderer(serializer=_json)
+            if json
+            else structlog.dev.ConsoleRenderer(
                 colors=False, exception_formatter=structlog.dev.plain_traceback
             ),
         ],

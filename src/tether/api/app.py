@@ -19,6 +19,7 @@ from tether.api.errors import error_of, http_error, store_error, tether_error, u
 from tether.api.gate import AuthGate
 from tether.api.hosts import HostGuard, allowed_hosts
 from tether.api.jsonbody import EXPOSED_HEADERS
+from tether.api.observe import Observe
 from tether.api.ratelimit import RateLimiter
 from tether.api.routes import routes
 from tether.api.state import AppState
@@ -42,6 +43,7 @@ REQUEST_HEADERS = [
     "Content-Type",
     "Idempotency-Key",
     "X-Hermes-Session-Id",
+    "X-Request-Id",
     "X-Tether-Conversation",
     "X-Tether-History",
     "X-Tether-Compaction",
@@ -106,9 +108,10 @@ async def _start(
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
-    """Outermost first: the Host check (before CORS answers anything), CORS if on (it answers
-    preflights itself), then authentication (api/gate.py), so its errors carry CORS headers."""
-    middleware = [Middleware(HostGuard, allowed=allowed_hosts(settings))]
+    """Outermost first: the request's id and metrics (api/observe.py), the Host check (before
+    CORS answers anything), CORS if on (it answers preflights itself), then authentication
+    (api/gate.py), so its errors carry CORS headers."""
+    middleware = [Middleware(Observe), Middleware(HostGuard, allowed=allowed_hosts(settings))]
     if settings.cors_origins:  # off by default: no layer to pass through on every request
         middleware.append(
             Middleware(

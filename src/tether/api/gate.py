@@ -25,7 +25,7 @@ from tether.api.errors import error_of, error_response
 from tether.errors import TetherError
 
 # The open routes, all of them: no key needed, no rate limit taken.
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 # The dashboard (tether/web/): its pages authenticate by their own session cookie, and a
 # browser sends no Bearer key.
 DASHBOARD = "/ui"

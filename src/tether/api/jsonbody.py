@@ -16,6 +16,7 @@ EXPOSED_HEADERS = [
     "Retry-After",
     "Idempotent-Replayed",
     "ETag",
+    "X-Request-Id",
 ]
 
 

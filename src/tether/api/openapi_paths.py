@@ -302,6 +302,35 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         method="get",
+        path="/ready",
+        id="getReady",
+        tag="meta",
+        summary="Readiness (no auth): the database answers a read, the upstream its models",
+        public=True,
+        answers=(Answer(description="Ready: every check ok.", schema="Ready"),),
+        errors={
+            503: "Not ready (not_ready): the failing checks named in the message and in "
+            "`checks`, with Retry-After."
+        },
+    ),
+    Operation(
+        method="get",
+        path="/metrics",
+        id="getMetrics",
+        tag="meta",
+        summary="Prometheus metrics (no auth): requests, turns, upstream, compaction, store",
+        public=True,
+        answers=(
+            Answer(
+                description="The Prometheus text exposition format.",
+                json=False,
+                text="text/plain; version=0.0.4; charset=utf-8",
+            ),
+        ),
+        errors={},
+    ),
+    Operation(
+        method="get",
         path="/openapi.json",
         id="getOpenAPI",
         tag="meta",

@@ -15,6 +15,7 @@ from tether.api import (
     chat,
     conversation_items,
     conversations,
+    operations,
     responses,
     responses_compact,
     responses_ws,
@@ -231,5 +232,7 @@ routes = [
     Route("/v1/conversations/{conversation_id}/approvals", approvals.list_approvals),
     Route("/v1/conversations/{conversation_id}/compact", post_compact, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/ready", operations.get_ready, methods=["GET"]),
+    Route("/metrics", operations.get_metrics, methods=["GET"]),
     Route("/openapi.json", get_openapi, methods=["GET"]),
 ]

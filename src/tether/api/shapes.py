@@ -137,6 +137,16 @@ class Health(TypedDict):
     problem: NotRequired[Annotated[str, Field(description="why storage is unavailable")]]
 
 
+class ReadyChecks(TypedDict):
+    database: Annotated[str, Field(description="ok, or unavailable: why")]
+    upstream: Annotated[str, Field(description="ok, or unavailable: why")]
+
+
+class Ready(TypedDict):
+    status: Literal["ready"]
+    checks: ReadyChecks
+
+
 # -- conversations ---------------------------------------------------------------------------
 
 
@@ -310,6 +320,7 @@ RESPONSE_SHAPES: dict[str, Any] = {
     "Model": Model,
     "ModelList": ModelList,
     "Health": Health,
+    "Ready": Ready,
     "Conversation": ConversationBody,
     "MessageList": MessageList,
     "Context": Context,

@@ -21,10 +21,10 @@ from tether.upstream import local
 _held: list[Any] = []  # resources kept for the life of the process (the SQLite server lock)
 
 
-def setup_logging(level: str) -> None:
-    """One line per event on stderr, written by a thread; plain tracebacks without locals,
-    secrets redacted (tether/logs.py)."""
-    logs.setup(level)
+def setup_logging(level: str, fmt: str = "console") -> None:
+    """One line (or JSON object) per event on stderr, written by a thread; plain tracebacks
+    without locals, secrets redacted (tether/logs.py)."""
+    logs.setup(level, json=fmt == "json")
 
 
 def serve(
@@ -57,7 +57,7 @@ def serve(
         default_model=default_model,
         log_level=log_level,
     )
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     keys = _prepare(settings)
     _check_port_free(settings)
     settings, local_server = _start_local_model(settings)

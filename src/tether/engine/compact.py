@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from tether import metrics
 from tether.compaction import ledger, summary
 from tether.compaction.cut import choose_tail_start, prune
 from tether.compaction.policy import Budget
@@ -208,4 +209,7 @@ async def _commit(store: Store, conv: Conversation, checkpoint: Checkpoint) -> C
         tokens_before=checkpoint.tokens_before,
         tokens_after=checkpoint.tokens_after,
     )
+    metrics.COMPACTIONS.labels(str(checkpoint.stats.get("kind") or "summary")).inc()
+    saved = (checkpoint.tokens_before or 0) - (checkpoint.tokens_after or 0)
+    metrics.TOKENS_SAVED.inc(max(0, saved))
     return Compacted(updated, checkpoint)

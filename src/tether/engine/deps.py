@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether import metrics
 from tether.config import Settings
 from tether.coordination.base import Coordinator
 from tether.coordination.lru import Lru
@@ -33,6 +34,7 @@ class Deps:
     def cached(self, tenant_id: str, conversation_id: str) -> CachedView | None:
         """The conversation's cached view, if there is one and it is current."""
         view = self.views.get((tenant_id, conversation_id))
+        metrics.VIEW_CACHE.labels("miss" if view is None else "hit").inc()
         if view is None or self.coordinator.view_current(tenant_id, conversation_id, view.state):
             return view
         self.views.drop((tenant_id, conversation_id))

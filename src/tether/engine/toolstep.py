@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from tether import metrics
 from tether.compaction.ledger import redact
 from tether.engine.events import ToolAwaiting, ToolFinished, ToolStarted
 from tether.engine.messages import with_tokens
@@ -104,6 +105,7 @@ async def _one(run: TurnRun, call: dict[str, Any], round_no: int) -> Message:
         )
     )
     log.info("tool.ran", turn_id=run.record.id, tool=name, status=ran.status, ms=ms)
+    metrics.TOOL_CALLS.labels(ran.status).inc()
     return with_tokens(Message(role="tool", content=ran.output.text, tool_call_id=call_id))
 
 

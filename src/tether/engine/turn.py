@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from tether import metrics
 from tether.compaction.policy import Budget, should_compact, thrashing
 from tether.coordination.stream import TurnStream
 from tether.engine import idempotency, loop
@@ -85,9 +86,11 @@ class TurnRun:
             probe = HistoryProbe(req.messages) if full else None
             lock_id = await resolve(self.deps, req, probe)
             reject = req.concurrency == "reject"
+            asked = time.perf_counter()
             async with self.deps.coordinator.hold(
                 req.tenant_id, lock_id or self.record.id, reject=reject
             ):
+                metrics.QUEUE_SECONDS.observe(time.perf_counter() - asked)
                 self.target = await self.load(lock_id, probe)
                 budget = await self.compact_first()
                 self.announce()
@@ -103,6 +106,7 @@ class TurnRun:
                 )
             await self.fail(told)
         finally:
+            metrics.TURNS.labels(self.record.status).inc()
             self.out.close(self.record.status)
             self.deps.coordinator.finish(self.out)
             self.task = None  # what resuming needs is the stream; let the task go

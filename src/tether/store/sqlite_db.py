@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import TypeVar
 
 import structlog
 
+from tether import metrics
 from tether.store.errors import StorageFull, StorageUnavailable, StoreError
 from tether.store.sqlite_files import Files, check_schema_version, sqlite_path
 
@@ -157,6 +159,20 @@ class Database:
         return self._inline if self._inline_thread == threading.get_ident() else None
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await self._read(fn)
+        finally:
+            metrics.STORE_SECONDS.labels("read").observe(time.perf_counter() - started)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await self._write(fn)
+        finally:
+            metrics.STORE_SECONDS.labels("write").observe(time.perf_counter() - started)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             with storage_errors():
                 conn = self._conn()
@@ -208,7 +224,7 @@ class Database:
         self._guard()
         return result
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with storage_errors():
             conn = self._loop_conn()
         if conn is not None:

@@ -9,12 +9,15 @@ Our own HTTP/1.1 client rather than aiohttp's (which replaced httpx2's): on the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import structlog
 
+from tether import metrics
 from tether.errors import TetherError
 from tether.upstream.base import Chunk
 from tether.upstream.errors import map_status_error
@@ -34,6 +37,19 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+@contextmanager
+def _measured(kind: str) -> Iterator[None]:
+    """An upstream call's time (tether_upstream_seconds) and, if it fails, its error code."""
+    started = time.perf_counter()
+    try:
+        yield
+    except TetherError as exc:
+        metrics.UPSTREAM_ERRORS.labels(exc.code).inc()
+        raise
+    finally:
+        metrics.UPSTREAM_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
 
 class HttpUpstream:
@@ -131,13 +147,22 @@ class HttpUpstream:
         raise AssertionError("unreachable")
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        with _measured("complete"):
+            return await self._complete(body)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        with _measured("stream"):
+            async for chunk in self._stream(body):
+                yield chunk
+
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         _, content = await self._send(body, stream=False)
         data = _json_object(content, "the upstream sent invalid JSON")
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise _bad("the upstream sent no choices")
         return data
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         response, _ = await self._send(body, stream=True)
         done = False
         try:
