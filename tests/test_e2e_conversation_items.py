@@ -18,6 +18,7 @@ from tests.support import ScriptedUpstream, TetherServer
 from tests.test_e2e_responses import SPEC, check
 
 pytestmark = pytest.mark.e2e
+MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("items") / "tether.db", scripted.base_url)
     s.start()
     yield s
+    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
+        made.close()
     s.stop()
 
 
@@ -37,7 +40,9 @@ def spec() -> dict[str, Any]:
 
 
 def sdk(srv: TetherServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    MADE.setdefault(srv.url, []).append(made)
+    return made
 
 
 def test_create_list_add_and_continue_with_responses(

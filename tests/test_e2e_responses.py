@@ -23,6 +23,7 @@ import pytest
 from tests.support import ScriptedUpstream, TetherServer
 
 pytestmark = pytest.mark.e2e
+MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 SPEC = Path(
     os.environ.get(
         "TETHER_OPENRESPONSES_SPEC",
@@ -65,11 +66,15 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("responses") / "tether.db", scripted.base_url)
     s.start()
     yield s
+    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
+        made.close()
     s.stop()
 
 
 def client(srv: TetherServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    MADE.setdefault(srv.url, []).append(made)
+    return made
 
 
 def raw_create(srv: TetherServer, **body: Any) -> dict[str, Any]:

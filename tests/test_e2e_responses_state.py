@@ -19,6 +19,7 @@ from tests.support import ScriptedUpstream, TetherServer
 from tests.test_e2e_responses import EVENT_SCHEMAS, SPEC, check
 
 pytestmark = pytest.mark.e2e
+MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 WINDOW = 2000  # usable 1,500 tokens: compaction above 1,125
 SUMMARISER = "New messages to fold in"
 
@@ -34,6 +35,8 @@ def srv(
     )
     s.start()
     yield s
+    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
+        made.close()
     s.stop()
 
 
@@ -44,7 +47,9 @@ def spec() -> dict[str, Any]:
 
 
 def sdk(srv: TetherServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+    MADE.setdefault(srv.url, []).append(made)
+    return made
 
 
 def words(n: int, tag: str) -> str:

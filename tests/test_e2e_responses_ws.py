@@ -31,6 +31,7 @@ pytestmark = [
     # websockets<16; 17, which uvicorn[standard] brings, warns about it)
     pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager"),
 ]
+MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 ENDS = ("response.completed", "response.failed", "response.incomplete", "error")
 USER_TEXT = {"type": "message", "role": "user"}
 
@@ -48,11 +49,15 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("responses_ws") / "tether.db", scripted.base_url)
     s.start()
     yield s
+    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
+        made.close()
     s.stop()
 
 
 def client(srv: TetherServer, key: str = "none") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0)
+    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0)
+    MADE.setdefault(srv.url, []).append(made)
+    return made
 
 
 def ws_url(srv: TetherServer) -> str:

@@ -107,6 +107,9 @@ async def _conversation(
             return point[0]  # at the head, as the view in memory says: no read
     turn = await previous_turn(state, tenant, previous)
     assert turn.conversation_id is not None and turn.last_seq is not None
+    view = state.engine.deps.cached(tenant, turn.conversation_id)
+    if view is not None and view.conv.last_seq == turn.last_seq:
+        return view.conv.id  # at the head, as the view in memory says
     conv = await conversations.get(state.engine, tenant, turn.conversation_id)
     if turn.last_seq == conv.last_seq:
         return conv.id
