@@ -8,9 +8,12 @@ unopened store on that test's database (empty at first, shared by the stores of 
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -35,9 +38,55 @@ async def memory_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
     yield MemoryStore(owner=owner, database=_MEMORY.setdefault(tmp_path, MemoryDatabase()))
 
 
+# PostgreSQL: the server at TETHER_TEST_POSTGRES_URL (a local one by default). Each test gets
+# its own schema (`?search_path=` of the store's URL, read by store/postgres/db.py), dropped after
+# it; pg_trgm and unaccent are created once, in `public`, where every test schema finds them.
+POSTGRES_URL = os.environ.get(
+    "TETHER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_SCHEMAS: dict[Path, str] = {}  # a test's schema, shared by its stores
+
+
+def cannot(reason: str) -> NoReturn:
+    """Skip on a developer's machine without PostgreSQL; in CI it is a failure (never a skip)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the store contract on PostgreSQL)")
+    pytest.skip(reason)
+
+
+async def _admin() -> Any:
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        cannot(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def postgres_factory(tmp_path: Path, owner: str) -> AsyncIterator[Store]:
+    schema = _SCHEMAS.get(tmp_path)
+    if schema is not None:  # the test's second server: the same schema
+        yield open_store(f"{POSTGRES_URL}?search_path={schema},public", owner=owner)
+        return
+    schema = _SCHEMAS[tmp_path] = f"t_{uuid.uuid4().hex}"
+    admin = await _admin()
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        with contextlib.suppress(Exception):  # another process created it first
+            for extension in ("pg_trgm", "unaccent"):
+                await admin.execute(f"CREATE EXTENSION IF NOT EXISTS {extension} SCHEMA public")
+        yield open_store(f"{POSTGRES_URL}?search_path={schema},public", owner=owner)
+    finally:
+        _SCHEMAS.pop(tmp_path, None)
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
 STORE_FACTORIES = [
     pytest.param(sqlite_factory, id="sqlite"),
     pytest.param(memory_factory, id="memory"),
+    pytest.param(postgres_factory, id="postgres"),
 ]
 
 

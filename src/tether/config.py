@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     port: int = Field(8080, description="Port to listen on.")
     database_url: str = Field(
         "sqlite:///./data/tether.db",
-        description="Where conversations live (`sqlite:///path/to/file.db`).",
+        description="Where conversations live: `sqlite:///path/to/file.db` (the embedded "
+        "default), or `postgresql://user@host/db` (needs `tether[postgres]`; optional "
+        "`?pool_size=`, default 10, and `?search_path=`; its migration creates the `pg_trgm` "
+        "and `unaccent` extensions). Several replicas on one PostgreSQL are not supported yet.",
     )
     instance_id: str = Field(
         "",

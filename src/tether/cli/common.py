@@ -29,7 +29,10 @@ ConfigOpt = Annotated[
 ]
 DbOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///path.db (env TETHER_DATABASE_URL)"),
+    typer.Option(
+        "--database-url",
+        help="sqlite:///path.db or postgresql://user@host/db (env TETHER_DATABASE_URL)",
+    ),
 ]
 
 

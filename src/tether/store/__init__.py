@@ -1,5 +1,5 @@
 """Persistence behind one interface (`Store`): SQLite (embedded default), in memory (tests), and
-PostgreSQL (not built yet)."""
+PostgreSQL (postgres://, several servers on one database)."""
 
 from tether.store.base import Store
 
@@ -16,9 +16,16 @@ def open_store(url: str, *, owner: str = "local") -> Store:
 
         return MemoryStore(url, owner=owner)
     if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("PostgreSQL support is not built yet: use sqlite:///path/to/file.db")
+        try:
+            from tether.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is an extra
+            raise ValueError(
+                f"PostgreSQL needs asyncpg: pip install 'tether[postgres]' ({exc})"
+            ) from None
+        return PostgresStore(url, owner=owner)
     raise ValueError(
-        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db (or memory://)"
+        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db, "
+        "postgresql://user@host/database (or memory://)"
     )
 
 
