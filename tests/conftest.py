@@ -45,6 +45,7 @@ FILES = {
     "test_shape.py": "unit",
     "test_sqlite_store.py": "unit",  # the SQLite store alone: its file, migrations, errors
     "test_postgres_store.py": "contract",  # the PostgreSQL store alone (a local server)
+    "test_migrate_postgres.py": "contract",  # `tether migrate --from` subprocesses, no server
     "test_sse.py": "unit",
     "test_tokens.py": "unit",  # one offline subprocess seeds a cache, no server
     "test_upstream_http1.py": "unit",  # the upstream client against tiny loopback servers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sqlite3
@@ -71,6 +72,18 @@ class ScriptedUpstream:
             self.proc.stdout.close()
 
 
+def postgres_schema(db_path: Path) -> str:
+    """A fresh schema on the test PostgreSQL for the server of `db_path` (TETHER_TEST_STORE=
+    postgres: the end-to-end tests run on PostgreSQL instead of the SQLite file)."""
+    base = os.environ.get("TETHER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = "e2e_" + hashlib.sha1(str(db_path).encode()).hexdigest()[:16]
+    sql = f"CREATE SCHEMA IF NOT EXISTS {schema}; " + "; ".join(
+        f"CREATE EXTENSION IF NOT EXISTS {e} SCHEMA public" for e in ("pg_trgm", "unaccent")
+    )
+    subprocess.run(["psql", base, "-q", "-c", sql], check=True, capture_output=True)
+    return f"{base}?search_path={schema},public"
+
+
 class TetherServer:
     """`python -m tether serve` as a real process on a SQLite file."""
 
@@ -90,6 +103,8 @@ class TetherServer:
         }
         if upstream_url:
             self.env["TETHER_UPSTREAM_BASE_URL"] = upstream_url
+        if os.environ.get("TETHER_TEST_STORE") == "postgres" and "TETHER_DATABASE_URL" not in env:
+            self.env["TETHER_DATABASE_URL"] = postgres_schema(db_path)  # an exploratory run
         self.log = db_path.with_suffix(f".{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.keys: dict[str, str] = {}  # tenant -> the last key create_key made for it

@@ -1,7 +1,7 @@
 """`tether serve | migrate | version | keys | conversations | import | tools | local-model`: one
-module per command group (serve.py: serve and migrate; keys.py; conversations.py; importing.py:
-import hermes; tools.py; local_model.py), the shared options and the store opener in
-common.py."""
+module per command group (serve.py: serve and migrate, copying.py: migrate --from; keys.py;
+conversations.py; importing.py: import hermes; tools.py; local_model.py), the shared options
+and the store opener in common.py."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from tether import __version__, logs
 from tether.api import serving
 from tether.api.app import create_app
 from tether.cli.common import ConfigOpt, DbOpt, err, with_store
+from tether.cli.copying import copy_into_postgres, shown
 from tether.config import Settings, load_settings
 from tether.store.base import Store
 from tether.store.sqlite_files import claim_single_server
@@ -176,12 +177,34 @@ def _banner(settings: Settings, keys: int, local_model: bool = False) -> None:
         )
 
 
-def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
-    """Create or upgrade the database schema."""
+def migrate(
+    config: ConfigOpt = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            "--database",
+            help="sqlite:///path.db or postgresql://user@host/db (env TETHER_DATABASE_URL)",
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Copy this SQLite database (sqlite:///path.db, read only) into the "
+            "PostgreSQL one; run again after an interruption to continue",
+        ),
+    ] = None,
+) -> None:
+    """Create or upgrade the database schema (or, with --from, copy a SQLite database into
+    PostgreSQL)."""
     settings = load_settings(config, database_url=database_url)
+    if source is not None:
+        copy_into_postgres(source, settings.database_url)
+        return
 
     async def run(store: Store) -> None:
         return None
 
     asyncio.run(with_store(settings, run))
-    err.print(f"database {settings.database_url} is up to date")
+    err.print(f"database {shown(settings.database_url)} is up to date", highlight=False)
