@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests import support
 from tether.store import open_store
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
@@ -48,10 +49,8 @@ _SCHEMAS: dict[Path, str] = {}  # a test's schema, shared by its stores
 
 
 def cannot(reason: str) -> NoReturn:
-    """Skip on a developer's machine without PostgreSQL; in CI it is a failure (never a skip)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run the store contract on PostgreSQL)")
-    pytest.skip(reason)
+    """No PostgreSQL: a skip on a developer's machine, a failure in CI (never a skip there)."""
+    support.cannot(reason, "the store contract on PostgreSQL")
 
 
 async def _admin() -> Any:

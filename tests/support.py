@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx2
 import orjson
+import pytest
 
 from tether.api.errors import error_of
 from tether.testing.processes import free_port, stop, wait_ready
@@ -70,6 +71,14 @@ class ScriptedUpstream:
         stop(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+def cannot(reason: str, what: str) -> NoReturn:
+    """A test this machine cannot run: skipped on a developer's machine, a failure in CI (env CI
+    set), where `what` must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run {what})")
+    pytest.skip(reason)
 
 
 def postgres_schema(db_path: Path) -> str:

@@ -21,6 +21,7 @@ import httpx2
 import orjson
 import pytest
 
+from tests import support
 from tests.support import ScriptedUpstream, TetherServer, client_error
 from tether.errors import TetherError
 from tether.store.sqlite import SqliteStore
@@ -34,11 +35,9 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def cannot(reason: str) -> NoReturn:
-    """Skip on a developer's machine that cannot mount; in CI (root, like these machines) the
-    storage tests must run, so there it is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run the storage tests)")
-    pytest.skip(reason)
+    """Cannot mount: a skip on a developer's machine, a failure in CI (root, like these
+    machines), where the storage tests must run."""
+    support.cannot(reason, "the storage tests")
 
 
 def mount(target: Path, *args: str) -> None:
