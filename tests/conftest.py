@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -9,6 +12,12 @@ from hypothesis import settings as hypothesis_settings
 from tests.support import ScriptedUpstream, TetherServer
 
 pytest_plugins = ["tests.store_fixtures"]  # the stores of the contract suite
+OPENRESPONSES_SPEC = Path(
+    os.environ.get(
+        "TETHER_OPENRESPONSES_SPEC",
+        Path(__file__).resolve().parents[2] / "shared/specs/openresponses/openapi.json",
+    )
+)
 
 # Each test file's kind, by its name (`pytest -m "not e2e"`: everything without a process):
 # unit (one module, no app), contract (every Store against the same suite), inprocess (the real
@@ -81,6 +90,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = kind_of(item.path)
         assert kind in KINDS
         item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session")
+def spec() -> dict[str, Any]:
+    """The Open Responses OpenAPI document (../shared/specs/openresponses/openapi.json, or
+    TETHER_OPENRESPONSES_SPEC), for validating responses and events against its schemas."""
+    data: dict[str, Any] = json.loads(OPENRESPONSES_SPEC.read_text())
+    return data
 
 
 @pytest.fixture(scope="session")

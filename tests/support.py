@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx2
+import openai
 import orjson
 import pytest
 
@@ -71,6 +72,22 @@ class ScriptedUpstream:
         stop(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+_CLIENTS: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server, by its URL
+
+
+def sdk_client(srv: TetherServer, key: str = "none") -> openai.OpenAI:
+    """The `openai` SDK on `srv`, closed by `close_sdk_clients` (not left to the garbage
+    collector: a pooled socket it finds later fails the run on a ResourceWarning)."""
+    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0)
+    _CLIENTS.setdefault(srv.url, []).append(made)
+    return made
+
+
+def close_sdk_clients(srv: TetherServer) -> None:
+    for made in _CLIENTS.pop(srv.url, []):
+        made.close()
 
 
 def cannot(reason: str, what: str) -> NoReturn:

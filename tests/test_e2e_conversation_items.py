@@ -6,7 +6,6 @@ and a Responses turn continuing the conversation: one store, two APIs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +13,10 @@ import httpx2
 import openai
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
-from tests.test_e2e_responses import SPEC, check
+from tests.support import ScriptedUpstream, TetherServer, close_sdk_clients, sdk_client
+from tests.test_e2e_responses import check
 
 pytestmark = pytest.mark.e2e
-MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +26,12 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("items") / "tether.db", scripted.base_url)
     s.start()
     yield s
-    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
-        made.close()
+    close_sdk_clients(s)
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SPEC.read_text())
-    return data
-
-
 def sdk(srv: TetherServer) -> openai.OpenAI:
-    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
-    MADE.setdefault(srv.url, []).append(made)
-    return made
+    return sdk_client(srv)
 
 
 def test_create_list_add_and_continue_with_responses(

@@ -9,7 +9,6 @@ schemas (../shared/specs/openresponses/openapi.json)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +19,9 @@ import jsonschema
 import openai
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
+from tests.support import ScriptedUpstream, TetherServer, close_sdk_clients, sdk_client
 
 pytestmark = pytest.mark.e2e
-MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
-SPEC = Path(
-    os.environ.get(
-        "TETHER_OPENRESPONSES_SPEC",
-        Path(__file__).resolve().parents[2] / "shared/specs/openresponses/openapi.json",
-    )
-)
 EVENT_SCHEMAS = {
     "response.created": "ResponseCreatedStreamingEvent",
     "response.in_progress": "ResponseInProgressStreamingEvent",
@@ -47,12 +39,6 @@ EVENT_SCHEMAS = {
 }
 
 
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SPEC.read_text())
-    return data
-
-
 def check(spec: dict[str, Any], name: str, value: Any) -> None:
     """`value` validates against the spec's component schema `name`."""
     schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
@@ -66,15 +52,12 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("responses") / "tether.db", scripted.base_url)
     s.start()
     yield s
-    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
-        made.close()
+    close_sdk_clients(s)
     s.stop()
 
 
 def client(srv: TetherServer) -> openai.OpenAI:
-    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
-    MADE.setdefault(srv.url, []).append(made)
-    return made
+    return sdk_client(srv)
 
 
 def raw_create(srv: TetherServer, **body: Any) -> dict[str, Any]:

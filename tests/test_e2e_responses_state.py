@@ -15,11 +15,10 @@ import httpx2
 import openai
 import pytest
 
-from tests.support import ScriptedUpstream, TetherServer
-from tests.test_e2e_responses import EVENT_SCHEMAS, SPEC, check
+from tests.support import ScriptedUpstream, TetherServer, close_sdk_clients, sdk_client
+from tests.test_e2e_responses import EVENT_SCHEMAS, check
 
 pytestmark = pytest.mark.e2e
-MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 WINDOW = 2000  # usable 1,500 tokens: compaction above 1,125
 SUMMARISER = "New messages to fold in"
 
@@ -35,21 +34,12 @@ def srv(
     )
     s.start()
     yield s
-    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
-        made.close()
+    close_sdk_clients(s)
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SPEC.read_text())
-    return data
-
-
 def sdk(srv: TetherServer) -> openai.OpenAI:
-    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
-    MADE.setdefault(srv.url, []).append(made)
-    return made
+    return sdk_client(srv)
 
 
 def words(n: int, tag: str) -> str:

@@ -22,8 +22,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import ScriptedUpstream, TetherServer
-from tests.test_e2e_responses import EVENT_SCHEMAS, SPEC, check
+from tests.support import ScriptedUpstream, TetherServer, close_sdk_clients, sdk_client
+from tests.test_e2e_responses import EVENT_SCHEMAS, check
 
 pytestmark = [
     pytest.mark.e2e,
@@ -31,15 +31,8 @@ pytestmark = [
     # websockets<16; 17, which uvicorn[standard] brings, warns about it)
     pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager"),
 ]
-MADE: dict[str, list[openai.OpenAI]] = {}  # the SDK clients made for a server
 ENDS = ("response.completed", "response.failed", "response.incomplete", "error")
 USER_TEXT = {"type": "message", "role": "user"}
-
-
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SPEC.read_text())
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +42,12 @@ def srv(
     s = TetherServer(tmp_path_factory.mktemp("responses_ws") / "tether.db", scripted.base_url)
     s.start()
     yield s
-    for made in MADE.pop(s.url, []):  # their pooled connections: closed, not GC'd
-        made.close()
+    close_sdk_clients(s)
     s.stop()
 
 
 def client(srv: TetherServer, key: str = "none") -> openai.OpenAI:
-    made = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0)
-    MADE.setdefault(srv.url, []).append(made)
-    return made
+    return sdk_client(srv, key)
 
 
 def ws_url(srv: TetherServer) -> str:

@@ -460,22 +460,14 @@ def tool_prompts(tag: str) -> list[str]:
     return [f"{tag} weather in Oslo?", f"{tag} and in Bergen?", f"{tag} thanks"]
 
 
-@pytest.mark.parametrize("named", [True, False], ids=["by-header", "no-id"])
-@pytest.mark.parametrize("client", CLIENTS)
-def test_tools(
-    client: str, named: bool, tether: TetherServer, upstream: ScriptedUpstream, drivers: Drivers
-) -> None:
-    """Named by the header, or with no id (then matched by its history, re-encoded or not)."""
-    run = Run.start(client, "tools", tether, upstream, named=named)
-    script_tools(upstream)
-    prompts = tool_prompts(run.tag)
-    result = drivers[client].run("tools", f"{tether.url}/v1", run.conversation, prompts)
-    assert result["replies"] == [
-        "It is sunny in Oslo.",
-        "It is sunny in Bergen.",
-        f"echo: {prompts[2]}",
-    ]
-    expected = [
+def tool_replies(prompts: list[str]) -> list[str]:
+    """What the client answers to the tool scenario's prompts (script_tools' script)."""
+    return ["It is sunny in Oslo.", "It is sunny in Bergen.", f"echo: {prompts[2]}"]
+
+
+def tool_transcript(prompts: list[str]) -> list[tuple[Any, ...]]:
+    """The one conversation the tool scenario must leave: two tool round trips, a last turn."""
+    return [
         user(prompts[0]),
         assistant(None, ("call_oslo", "get_weather", {"city": "Oslo"})),
         tool("call_oslo", "sunny in Oslo"),
@@ -487,6 +479,20 @@ def test_tools(
         user(prompts[2]),
         assistant(f"echo: {prompts[2]}"),
     ]
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["by-header", "no-id"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_tools(
+    client: str, named: bool, tether: TetherServer, upstream: ScriptedUpstream, drivers: Drivers
+) -> None:
+    """Named by the header, or with no id (then matched by its history, re-encoded or not)."""
+    run = Run.start(client, "tools", tether, upstream, named=named)
+    script_tools(upstream)
+    prompts = tool_prompts(run.tag)
+    result = drivers[client].run("tools", f"{tether.url}/v1", run.conversation, prompts)
+    assert result["replies"] == tool_replies(prompts)
+    expected = tool_transcript(prompts)
     cid = run.landed(expected, turn_count=5)
     assert run.model_saw() == expected[:-1]
     # stored exactly as the upstream sent them, whatever the client sent back later
@@ -504,23 +510,8 @@ def test_the_agents_sdk_on_the_responses_api(
     script_tools(upstream)
     prompts = tool_prompts(run.tag)
     result = drivers["openai_agents"].run("responses", f"{tether.url}/v1", None, prompts)
-    assert result["replies"] == [
-        "It is sunny in Oslo.",
-        "It is sunny in Bergen.",
-        f"echo: {prompts[2]}",
-    ]
-    expected = [
-        user(prompts[0]),
-        assistant(None, ("call_oslo", "get_weather", {"city": "Oslo"})),
-        tool("call_oslo", "sunny in Oslo"),
-        assistant("It is sunny in Oslo."),
-        user(prompts[1]),
-        assistant(None, ("call_bergen", "get_weather", {"city": "Bergen"})),
-        tool("call_bergen", "sunny in Bergen"),
-        assistant("It is sunny in Bergen."),
-        user(prompts[2]),
-        assistant(f"echo: {prompts[2]}"),
-    ]
+    assert result["replies"] == tool_replies(prompts)
+    expected = tool_transcript(prompts)
     cid = run.landed(expected, turn_count=5)
     assert run.model_saw() == expected[:-1]
     last = httpx2.get(f"{tether.url}/v1/responses/{result['last_response_id']}", timeout=10)
